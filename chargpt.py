@@ -1,0 +1,36 @@
+"""
+Trains a character-level language model.
+
+    python chargpt.py                                       # gpt-mini on input.txt (tiny-shakespeare)
+    python chargpt.py --trainer.max_iters=600 --model.rope=True --system.work_dir=out/rope
+    python chargpt.py --help                                # every setting with its default
+
+Flags are --node.key=value (or node.key=value) for the nodes system, data, model and trainer; the defaults
+and what each does are in mingpt/run.py's get_config and the get_default_config of each part.
+"""
+
+import sys
+
+from mingpt.run import get_config, help_text, train
+from mingpt.utils import UserError
+
+
+def main(argv):
+    config = get_config()
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text(config))
+        return 0
+    try:
+        config.merge_from_args(argv)
+        train(config)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint in the work_dir is intact", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

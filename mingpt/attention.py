@@ -1,0 +1,140 @@
+"""
+The attention core that every attention module in mingpt/model.py calls.
+
+Queries come as (B, n_query_head, T_q, hd) and keys/values as (B, n_kv_head, T_k, hd). Query head i reads
+key/value head i // (n_query_head // n_kv_head) (grouped-query attention, Ainslie et al.); n_kv_head equal to
+n_query_head is plain multi-head attention, n_kv_head = 1 is multi-query attention. The last T_q keys are the
+queries' own positions, so the same code serves training (T_q = T_k) and decoding with a cache.
+
+A sliding window of size w lets query t see keys j with t - w//2 <= j <= t (w = 0: every earlier key).
+
+Two implementations give the same numbers:
+- `naive_attention` is the writeup's math done literally: score matrix, mask, softmax, dropout, @ V. It
+  materialises (T_q, T_k) scores per head, which is what the course's memory probe measures.
+- `fast_attention` uses torch's fused `F.scaled_dot_product_attention` for full causal attention and, for a
+  window, `banded_attention`: queries in blocks, each block against only the keys its window can reach, so
+  time and memory grow as T * w rather than T^2.
+"""
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce, repeat
+
+
+def attention_mask(T_q, T_k, window=0, device=None):
+    """(T_q, T_k) bool, True where a query may attend a key. Query row r sits at position T_k - T_q + r."""
+    t = torch.arange(T_k - T_q, T_k, device=device)[:, None]
+    j = torch.arange(T_k, device=device)[None, :]
+    allowed = j <= t
+    if window:
+        allowed &= t - j <= window // 2
+    return allowed
+
+
+def naive_attention(q, k, v, window=0, dropout_p=0.0):
+    groups = q.size(1) // k.size(1)
+    q = rearrange(q, "b (h g) t d -> b h g t d", g=groups)
+    k, v = k.unsqueeze(2), v.unsqueeze(2)  # (B, n_kv, 1, T_k, hd): broadcast over the group, never copied
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, n_kv, g, T_q, T_k)
+    att = att.masked_fill(~attention_mask(q.size(-2), k.size(-2), window, q.device), float("-inf"))
+    att = F.softmax(att, dim=-1)
+    if dropout_p:
+        att = F.dropout(att, dropout_p)
+    y = att @ v  # (B, n_kv, g, T_q, hd)
+    return rearrange(y, "b h g t d -> b (h g) t d")
+
+
+def window_block_size(window):
+    """Queries per block in `banded_attention`; each block reads block + window//2 keys."""
+    return max(window // 2, 32)
+
+
+def banded_attention(q, k, v, window, dropout_p=0.0):
+    """Sliding-window attention in O(T * w) time and memory, for T_q = T_k = T.
+
+    The T queries are cut into blocks of `bs`; block n (positions n*bs .. n*bs+bs-1) can only reach keys
+    n*bs - w//2 .. n*bs+bs-1, a window of L = bs + w//2 keys. Keys are padded by w//2 on the left and
+    `unfold` takes the overlapping windows as a view, so the scores are (T/bs) blocks of (bs, L)."""
+    B, n_q, T, hd = q.shape
+    groups = n_q // k.size(1)
+    span, bs = window // 2, window_block_size(window)
+    n_blocks = -(-T // bs)
+    pad = n_blocks * bs - T
+    L = bs + span
+    q = F.pad(q, (0, 0, 0, pad))
+    k = F.pad(k, (0, 0, span, pad)).unfold(2, L, bs)  # (B, n_kv, n_blocks, hd, L)
+    v = F.pad(v, (0, 0, span, pad)).unfold(2, L, bs)
+    # the group's query heads become extra rows of each block: one matmul per kv head, no K/V copies
+    q = rearrange(q, "b (h g) (n s) d -> b h n (g s) d", g=groups, s=bs)
+    att = (q @ k) / math.sqrt(hd)  # (B, n_kv, n_blocks, g*bs, L)
+    row = torch.arange(bs, device=q.device)[:, None]
+    col = torch.arange(L, device=q.device)[None, :]
+    key_pos = torch.arange(n_blocks, device=q.device)[:, None, None] * bs - span + col  # (n_blocks, 1, L)
+    allowed = (col >= row) & (col <= row + span) & (key_pos >= 0)  # (n_blocks, bs, L)
+    att = att.masked_fill(~allowed.repeat(1, groups, 1), float("-inf"))
+    att = F.softmax(att, dim=-1)
+    if dropout_p:
+        att = F.dropout(att, dropout_p)
+    y = att @ v.transpose(-2, -1)  # (B, n_kv, n_blocks, g*bs, hd)
+    return rearrange(y, "b h n (g s) d -> b (h g) (n s) d", g=groups)[:, :, :T]
+
+
+def fast_attention(q, k, v, window=0, dropout_p=0.0):
+    T_q, T_k = q.size(-2), k.size(-2)
+    if window and window // 2 < T_k - 1:
+        if T_q == T_k:
+            return banded_attention(q, k, v, window, dropout_p)
+        mask = attention_mask(T_q, T_k, window, q.device)
+    else:
+        mask = None if T_q == T_k else attention_mask(T_q, T_k, 0, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
+                                          enable_gqa=q.size(1) != k.size(1))
+
+
+IMPLEMENTATIONS = {"naive": naive_attention, "fast": fast_attention}
+
+
+def attend(q, k, v, window=0, impl="fast", dropout_p=0.0, gqa_scores="per_head"):
+    """Causal (optionally windowed, grouped-query) attention; returns (B, n_query_head, T_q, hd).
+
+    gqa_scores="group_sum" is the writeup's formula S_i = sum_j Q_(i,j) K_i^T / sqrt(d_k): the query heads of a
+    group share one attention map. The score is linear in the query, so summing the group's queries first gives
+    exactly that sum; every query head of the group then returns the group's output."""
+    if gqa_scores == "group_sum":
+        groups = q.size(1) // k.size(1)
+        y = IMPLEMENTATIONS[impl](reduce(q, "b (h g) t d -> b h t d", "sum", g=groups), k, v, window, dropout_p)
+        return repeat(y, "b h t d -> b (h g) t d", g=groups)
+    return IMPLEMENTATIONS[impl](q, k, v, window, dropout_p)
+
+
+def timed_attend(*args, **kwargs):
+    """`attend` plus its wall time (ms) and, on CUDA, the bytes it leaves allocated (kept for backward) in MB,
+    as the course's probe measures them; memory is None on devices without an allocator counter."""
+    device = args[0].device
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+    t0 = time.perf_counter()
+    y = attend(*args, **kwargs)
+    if cuda:
+        torch.cuda.synchronize(device)
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    memory_mb = (torch.cuda.memory_allocated(device) - before) / 2**20 if cuda else None
+    return y, elapsed_ms, memory_mb
+
+
+def profile_peak_memory(fn, *args):
+    """Peak bytes allocated above the starting point while `fn(*args)` runs, on CPU too, where torch keeps no
+    allocator counter: torch.profiler records each op's own net allocation and the frees between ops; their
+    running sum in time order is the memory held, and its maximum is the peak."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn(*args)
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak

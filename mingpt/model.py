@@ -1,0 +1,335 @@
+"""
+Full definition of a GPT Language Model, all of it in this single file, after karpathy's minGPT, with the
+mechanisms that took GPT to LLaMA and Mistral behind flags:
+
+- model.rope=True: rotary position embeddings (Su et al.) on queries and keys instead of a position table;
+- model.n_kv_head < model.n_query_head: grouped-query attention (n_kv_head = 1 is multi-query attention);
+- model.window=w: sliding-window attention, each token sees itself and the w//2 tokens before it;
+- model.pos_emb=learned|sinusoidal|none: minGPT's learned table, the fixed table of "Attention is all you
+  need", or no absolute positions at all.
+
+The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here.
+
+References:
+1) the official GPT-2 TensorFlow implementation released by OpenAI:
+https://github.com/openai/gpt-2/blob/master/src/model.py
+2) RoFormer: Enhanced Transformer with Rotary Position Embedding, https://arxiv.org/abs/2104.09864
+3) GQA: Training Generalized Multi-Query Transformer Models, https://arxiv.org/abs/2305.13245
+"""
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+from torch.nn import functional as F
+
+from mingpt.attention import IMPLEMENTATIONS, attend, timed_attend
+from mingpt.utils import CfgNode as CN, UserError
+
+# -----------------------------------------------------------------------------
+
+
+class RotaryPositionalEmbeddings(nn.Module):
+    """Rotary position embeddings in the rotate-half layout.
+
+    For x of shape (B, n_head, T, d), the pair (x_i, x_(i+d/2)) at position m is rotated by the angle
+    m * theta_i with theta_i = base^(-2(i-1)/d), i = 1..d/2, and positions m = 1..T as in the writeup (plus
+    `offset` when decoding with a cache). The dot product of a rotated query at m and a rotated key at n then
+    depends only on m - n. cos/sin are cached and the cache grows when a longer input arrives."""
+
+    def __init__(self, d, base=10_000):
+        super().__init__()
+        if d % 2:
+            raise UserError(f"rotary embeddings need an even head size, got {d}; change n_embd or n_query_head")
+        self.d = d
+        self.base = base
+        self.register_buffer("theta", base ** (-torch.arange(0, d, 2, dtype=torch.float) / d), persistent=False)
+        self.register_buffer("cos_cached", torch.empty(0, d), persistent=False)
+        self.register_buffer("sin_cached", torch.empty(0, d), persistent=False)
+
+    def _build_cache(self, length):
+        if self.cos_cached.size(0) >= length:
+            return
+        m = torch.arange(1, length + 1, dtype=torch.float, device=self.theta.device)
+        angles = torch.outer(m, self.theta)  # (length, d/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (length, d): pair i and i + d/2 share an angle
+        self.cos_cached, self.sin_cached = angles.cos(), angles.sin()
+
+    def forward(self, x, offset=0):
+        T = x.size(-2)
+        self._build_cache(offset + T)
+        cos = self.cos_cached[offset:offset + T].to(x.dtype)
+        sin = self.sin_cached[offset:offset + T].to(x.dtype)
+        x1, x2 = x[..., :self.d // 2], x[..., self.d // 2:]
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def sinusoidal_table(n_positions, n_embd):
+    """The fixed position table of "Attention is all you need": PE(p, 2i) = sin(p / 10000^(2i/C)),
+    PE(p, 2i+1) = cos(p / 10000^(2i/C)), positions p = 0..n_positions-1."""
+    p = torch.arange(n_positions, dtype=torch.float)[:, None]
+    inv_freq = 10_000 ** (-torch.arange(0, n_embd, 2, dtype=torch.float) / n_embd)
+    table = torch.zeros(n_positions, n_embd)
+    table[:, 0::2] = torch.sin(p * inv_freq)
+    table[:, 1::2] = torch.cos(p * inv_freq)[:, :n_embd // 2]
+    return table
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal self-attention with n_query_head query heads reading n_kv_head key/value heads, optional RoPE on
+    queries and keys, and an optional sliding window. With n_kv_head = n_query_head it is minGPT's multi-head
+    attention (projections split into q/k/v, the LLaMA naming)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_query_head = config.n_query_head
+        self.n_kv_head = config.n_kv_head
+        self.head_dim = config.n_embd // config.n_query_head
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
+        self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
+        self.out_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.rope = config.rope
+        if self.rope:
+            self.query_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
+            self.key_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
+        self.window = config.window
+        self.attn_impl = config.attn_impl
+        self.gqa_scores = config.gqa_scores
+        self.attn_pdrop = config.attn_pdrop
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
+        self.probe = False
+        self.probe_time_ms = self.probe_memory_mb = None
+
+    def forward(self, x):
+        q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_query_head)  # (B, nq, T, hd)
+        k = rearrange(self.k_proj(x), "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, nkv, T, hd)
+        v = rearrange(self.v_proj(x), "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, nkv, T, hd)
+        if self.rope:
+            q, k = self.query_rotary_pe(q), self.key_rotary_pe(k)
+        args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
+        if self.probe:
+            y, self.probe_time_ms, self.probe_memory_mb = timed_attend(*args)
+        else:
+            y = attend(*args)
+        y = rearrange(y, "b h t d -> b t (h d)")  # re-assemble all head outputs side by side
+        return self.resid_dropout(self.out_proj(y))
+
+
+class GroupedQueryAttention(CausalSelfAttention):
+    """Grouped-query attention (LLaMA-2, Mistral): query head i shares key/value head
+    i // (n_query_head // n_kv_head), so K/V projections and the cache shrink by n_query_head / n_kv_head.
+    It is the same module as CausalSelfAttention, named for what it does when n_kv_head < n_query_head."""
+
+
+class Block(nn.Module):
+    """ an unassuming Transformer block """
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = GroupedQueryAttention(config) if config.n_kv_head < config.n_query_head \
+            else CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = nn.Sequential(OrderedDict(
+            c_fc=nn.Linear(config.n_embd, 4 * config.n_embd),
+            act=nn.GELU(approximate="tanh"),  # minGPT's NewGELU
+            c_proj=nn.Linear(4 * config.n_embd, config.n_embd),
+            dropout=nn.Dropout(config.resid_pdrop),
+        ))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "none")
+GQA_SCORES = ("per_head", "group_sum")
+
+
+def check_config(config):
+    """Start-up checks of the model flags: one line each, naming the flag and the fix."""
+    if config.n_embd % config.n_query_head:
+        raise UserError(f"--model.n_embd={config.n_embd} must be divisible by --model.n_query_head="
+                        f"{config.n_query_head}")
+    if config.n_kv_head < 1 or config.n_query_head % config.n_kv_head:
+        raise UserError(f"--model.n_query_head={config.n_query_head} must be a multiple of --model.n_kv_head="
+                        f"{config.n_kv_head} (1 <= n_kv_head <= n_query_head)")
+    if config.window < 0:
+        raise UserError(f"--model.window={config.window} must be >= 0 (0 means full causal attention)")
+    if config.pos_emb not in (None,) + POSITION_EMBEDDINGS:
+        raise UserError(f"--model.pos_emb={config.pos_emb} must be one of {', '.join(POSITION_EMBEDDINGS)}")
+    if config.rope and config.pos_emb not in (None, "none"):
+        raise UserError(f"--model.rope=True replaces the position table; drop --model.pos_emb={config.pos_emb} "
+                        f"or set it to none")
+    if config.attn_impl not in IMPLEMENTATIONS:
+        raise UserError(f"--model.attn_impl={config.attn_impl} must be one of {', '.join(IMPLEMENTATIONS)}")
+    if config.gqa_scores not in GQA_SCORES:
+        raise UserError(f"--model.gqa_scores={config.gqa_scores} must be one of {', '.join(GQA_SCORES)}")
+
+
+class GPT(nn.Module):
+    """ GPT Language Model """
+
+    @staticmethod
+    def get_default_config():
+        C = CN()
+        # gpt-mini, the course's chargpt model
+        C.set("model_type", "gpt", "architecture: gpt")
+        C.set("n_layer", 6, "number of transformer blocks")
+        C.set("n_query_head", 6, "attention (query) heads per block")
+        C.set("n_kv_head", 6, "key/value heads per block: = n_query_head is MHA, 1 is MQA, between is GQA")
+        C.set("n_embd", 192, "width of the residual stream")
+        C.derive("vocab_size", "it is set from the data (the characters of --data.input_file)")
+        C.derive("block_size", "it is set from the data; use --data.block_size")
+        C.set("embd_pdrop", 0.1, "dropout on token (+position) embeddings")
+        C.set("resid_pdrop", 0.1, "dropout on each residual branch")
+        C.set("attn_pdrop", 0.1, "dropout on attention weights")
+        C.set("rope", False, "rotary position embeddings on queries and keys (then no position table)")
+        C.set("pos_emb", None, "absolute positions: learned | sinusoidal | none (None: learned, none with rope)")
+        C.set("window", 0, "sliding window w: token t sees t - w//2 .. t; 0 is full causal attention")
+        C.set("attn_impl", "fast", "naive (the writeup's math, materialised scores) | fast (fused / banded)")
+        C.set("gqa_scores", "per_head", "per_head (LLaMA GQA) | group_sum (the writeup's summed group scores)")
+        C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed")
+        return C
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        check_config(config)
+        self.block_size = config.block_size
+        self.pos_emb = config.pos_emb or ("none" if config.rope else "learned")
+
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.embd_pdrop),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd),
+        ))
+        if self.pos_emb == "learned":
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        elif self.pos_emb == "sinusoidal":
+            self.register_buffer("wpe_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+        # init all weights, and apply a special scaled init to the residual projections, per GPT-2 paper
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():
+            if pn.endswith("c_proj.weight") or pn.endswith("out_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+        n_params = sum(p.numel() for p in self.transformer.parameters())
+        print("number of parameters: %.2fM" % (n_params / 1e6,))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        elif isinstance(module, nn.LayerNorm):
+            torch.nn.init.zeros_(module.bias)
+            torch.nn.init.ones_(module.weight)
+
+    def configure_optimizers(self, train_config):
+        """
+        minGPT's split of the parameters into those that get weight decay (the weights of Linear layers) and
+        those that don't (biases, layernorm and embedding weights), returned as an AdamW optimizer.
+        """
+        decay, no_decay = set(), set()
+        for mn, m in self.named_modules():
+            for pn, _ in m.named_parameters(recurse=False):
+                fpn = "%s.%s" % (mn, pn) if mn else pn
+                if pn.endswith("weight") and isinstance(m, nn.Linear):
+                    decay.add(fpn)
+                else:
+                    no_decay.add(fpn)
+        param_dict = dict(self.named_parameters())
+        assert decay.isdisjoint(no_decay) and decay | no_decay == param_dict.keys()
+        optim_groups = [
+            {"params": [param_dict[pn] for pn in sorted(decay)], "weight_decay": train_config.weight_decay},
+            {"params": [param_dict[pn] for pn in sorted(no_decay)], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(optim_groups, lr=train_config.learning_rate, betas=train_config.betas)
+
+    def forward(self, idx, targets=None):
+        b, t = idx.size()
+        x = self.transformer.wte(idx)  # token embeddings of shape (b, t, n_embd)
+        if self.pos_emb != "none":
+            if t > self.block_size:
+                raise ValueError(f"cannot forward a sequence of length {t}: a {self.pos_emb} position table "
+                                 f"has only block_size={self.block_size} rows")
+            table = self.transformer.wpe.weight if self.pos_emb == "learned" else self.wpe_table
+            x = x + table[:t]  # position embeddings of shape (t, n_embd), broadcast over the batch
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def attention_modules(self):
+        return [block.attn for block in self.transformer.h]
+
+    def set_attention_probe(self, enabled):
+        for attn in self.attention_modules():
+            attn.probe = enabled
+
+    def attention_probe(self):
+        """Mean over layers of the last call's attention time (ms) and memory (MB, None where unmeasured)."""
+        times = [a.probe_time_ms for a in self.attention_modules() if a.probe_time_ms is not None]
+        mems = [a.probe_memory_mb for a in self.attention_modules() if a.probe_memory_mb is not None]
+        return (sum(times) / len(times) if times else None), (sum(mems) / len(mems) if mems else None)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
+                 generator=None):
+        """
+        Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete the sequence
+        max_new_tokens times, feeding the predictions back into the model each time. The context is cropped to
+        the last block_size tokens. temperature=0 or do_sample=False picks the most likely token.
+        """
+        check_sampling(temperature, top_k, top_p)
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.block_size else idx[:, -self.block_size:]
+            logits, _ = self(idx_cond)
+            idx_next = sample_next(logits[:, -1, :], temperature, do_sample, top_k, top_p, generator)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+
+def check_sampling(temperature, top_k, top_p):
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (or None), got {top_p}")
+
+
+def sample_next(logits, temperature=1.0, do_sample=False, top_k=None, top_p=None, generator=None):
+    """Pick one token id per row of logits (B, vocab): greedy, or sampled after temperature, top-k and
+    nucleus (top-p) filtering. Returns (B, 1)."""
+    if not do_sample or temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # keep the smallest prefix whose probability reaches top_p: drop a token when the tokens before it
+        # already reach it
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -1,0 +1,212 @@
+"""
+Simple training loop; Boilerplate that could apply to any arbitrary neural network,
+so nothing in this file really has anything to do with GPT specifically.
+
+After minGPT's Trainer: AdamW from the model's configure_optimizers, gradient clipping, callbacks. Added: a
+warm-up + cosine learning-rate schedule, periodic evaluation on both splits, per-iteration metrics, a tqdm
+bar on a terminal (plain lines otherwise), and state_dict/load_state_dict for exact resumption.
+"""
+
+import math
+import sys
+import time
+from collections import defaultdict
+
+import torch
+from tqdm import tqdm
+
+from mingpt.utils import CfgNode as CN, UserError
+
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def pick_device(name):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class Trainer:
+
+    @staticmethod
+    def get_default_config():
+        C = CN()
+        C.set("device", "auto", "auto (cuda, then mps, then cpu) | cpu | cuda | mps")
+        C.set("max_iters", 600, "number of optimizer steps")
+        C.set("batch_size", 64, "sequences per step")
+        C.set("learning_rate", 5e-4, "peak AdamW learning rate")
+        C.set("betas", (0.9, 0.95), "AdamW betas")
+        C.set("weight_decay", 0.1, "AdamW weight decay, applied only to Linear weights")
+        C.set("grad_norm_clip", 1.0, "clip the gradient norm to this value")
+        C.set("lr_schedule", "cosine", "cosine (linear warm-up then cosine decay) | constant (the course's)")
+        C.set("warmup_iters", 50, "warm-up steps of the cosine schedule")
+        C.set("lr_decay_iters", None, "steps over which cosine decays to min_lr (None: max_iters)")
+        C.set("min_lr", 5e-5, "learning rate at the end of the cosine schedule")
+        C.set("dtype", "auto", "auto (bfloat16 autocast on CUDA, else float32) | float32 | bfloat16")
+        C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end)")
+        C.set("eval_iters", 20, "batches per split in each evaluation")
+        C.set("log_interval", 10, "print a log line every this many steps")
+        C.set("sample_interval", 200, "write a sample to samples.txt every this many steps (0: never)")
+        C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (and at the end)")
+        C.set("probe_attention", True, "time (and on CUDA measure memory of) every attention call")
+        C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
+        return C
+
+    def __init__(self, config, model, train_dataset):
+        if config.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"--trainer.lr_schedule={config.lr_schedule} must be one of {', '.join(LR_SCHEDULES)}")
+        if config.dtype not in ("auto", "float32", "bfloat16"):
+            raise UserError(f"--trainer.dtype={config.dtype} must be auto, float32 or bfloat16")
+        if config.max_iters < 0:
+            raise UserError(f"--trainer.max_iters={config.max_iters} must be >= 0")
+        for key in ("batch_size", "eval_iters", "log_interval"):
+            if getattr(config, key) < 1:
+                raise UserError(f"--trainer.{key}={getattr(config, key)} must be at least 1")
+        self.config = config
+        self.model = model
+        self.train_dataset = train_dataset
+        self.callbacks = defaultdict(list)
+
+        self.device = pick_device(config.device)
+        self.model = self.model.to(self.device)
+        print("running on device", self.device)
+        bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and self.device == "cuda")
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+
+        self.optimizer = model.configure_optimizers(config)
+        # training batches draw from their own generator so that evaluation and sampling never shift them
+        self.batch_generator = torch.Generator()
+        self.batch_generator.manual_seed(torch.initial_seed())
+        if hasattr(model, "set_attention_probe"):
+            model.set_attention_probe(config.probe_attention)
+
+        self.iter_num = 0
+        self.loss = None
+        self.metrics = {}
+        self.last_eval = None
+
+    def add_callback(self, onevent: str, callback):
+        self.callbacks[onevent].append(callback)
+
+    def set_callback(self, onevent: str, callback):
+        self.callbacks[onevent] = [callback]
+
+    def trigger_callbacks(self, onevent: str):
+        for callback in self.callbacks.get(onevent, []):
+            callback(self)
+
+    def lr_at(self, it):
+        """Learning rate for step `it` (0-based)."""
+        C = self.config
+        if C.lr_schedule == "constant":
+            return C.learning_rate
+        if it < C.warmup_iters:
+            return C.learning_rate * (it + 1) / C.warmup_iters
+        decay_iters = C.lr_decay_iters or C.max_iters
+        progress = min(1.0, (it - C.warmup_iters) / max(1, decay_iters - C.warmup_iters))
+        return C.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (C.learning_rate - C.min_lr)
+
+    def autocast(self):
+        return torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype,
+                              enabled=self.autocast_dtype is not None)
+
+    @torch.no_grad()
+    def evaluate(self):
+        """Mean loss over eval_iters batches of each split, in eval mode. Batches come from a generator seeded by
+        the iteration, so evaluation is reproducible and leaves the training RNG untouched."""
+        self.model.eval()
+        gen = torch.Generator()
+        gen.manual_seed(self.iter_num)
+        out = {}
+        for split in ("train", "val"):
+            losses = []
+            for _ in range(self.config.eval_iters):
+                x, y = self.train_dataset.get_batch(split, self.config.batch_size, gen)
+                with self.autocast():
+                    _, loss = self.model(x.to(self.device), y.to(self.device))
+                losses.append(loss.item())
+            out[split] = sum(losses) / len(losses)
+        self.model.train()
+        self.last_eval = out
+        return out
+
+    def state_dict(self):
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iter_num": self.iter_num,
+            "torch_rng": torch.get_rng_state(),
+            "batch_rng": self.batch_generator.get_state(),
+        }
+        if self.device == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iter_num = state["iter_num"]
+        torch.set_rng_state(state["torch_rng"])
+        self.batch_generator.set_state(state["batch_rng"])
+        if "cuda_rng" in state and self.device == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+
+    def _report(self, bar, text):
+        if bar is not None:
+            bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def run(self):
+        model, config = self.model, self.config
+        model.train()
+        tokens_per_iter = config.batch_size * self.train_dataset.get_block_size()
+        # a live bar on a terminal; plain log lines in CI logs and pipes
+        bar = tqdm(total=config.max_iters, initial=self.iter_num, dynamic_ncols=True) if sys.stderr.isatty() \
+            else None
+        val = "-"
+        while self.iter_num < config.max_iters:
+            t0 = time.perf_counter()
+            lr = self.lr_at(self.iter_num)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = self.train_dataset.get_batch("train", config.batch_size, self.batch_generator)
+            x, y = x.to(self.device), y.to(self.device)
+
+            with self.autocast():
+                _, self.loss = model(x, y)
+            model.zero_grad(set_to_none=True)
+            self.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
+            self.optimizer.step()
+            loss = self.loss.item()  # waits for the device, so the time below is this iteration's own
+            iter_dt = time.perf_counter() - t0
+            self.iter_num += 1
+
+            attn_ms, attn_mb = model.attention_probe() if hasattr(model, "attention_probe") else (None, None)
+            self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
+                            "tokens_per_s": tokens_per_iter / iter_dt,
+                            "attention_ms": attn_ms, "attention_mb": attn_mb}
+            if self.iter_num % config.log_interval == 0 or self.iter_num == config.max_iters:
+                mem = f"{attn_mb:.2f}MB" if attn_mb is not None else "n/a on " + self.device
+                attn = f"; attn {attn_ms:.2f}ms, mem {mem}" if attn_ms is not None else ""
+                self._report(bar, f"iter {self.iter_num}: loss {loss:.4f}, lr {lr:.2e}, "
+                                  f"{iter_dt * 1000:.0f}ms/iter, {tokens_per_iter / iter_dt:.0f} tok/s{attn}")
+            self.last_eval = None
+            if (config.eval_interval and self.iter_num % config.eval_interval == 0) \
+                    or self.iter_num == config.max_iters:
+                ev = self.evaluate()
+                self._report(bar, f"iter {self.iter_num}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}")
+            if bar is not None:
+                if self.last_eval:
+                    val = f"{self.last_eval['val']:.4f}"
+                bar.set_postfix({"loss": f"{loss:.4f}", "val": val, "tok/s": f"{tokens_per_iter / iter_dt:.0f}"},
+                                refresh=False)
+                bar.update(1)
+            self.trigger_callbacks("on_batch_end")
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,583 @@
+"""
+The test suite: `python test_model.py` (or `pytest`). Each test checks behaviour against something independent
+of the code under test: the formulas of the writeup, a naive loop, or torch's own modules. Unit tests make
+their own small texts; only the end-to-end tests at the bottom read the real corpus (input.txt).
+"""
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mingpt.attention import attend, attention_mask, banded_attention, naive_attention, profile_peak_memory, \
+    timed_attend, window_block_size
+from mingpt.data import CharDataset, Vocabulary, read_text
+from mingpt.model import GPT, CausalSelfAttention, GroupedQueryAttention, RotaryPositionalEmbeddings, \
+    sinusoidal_table
+from mingpt.run import get_config, load_checkpoint, train
+from mingpt.utils import CfgNode, UserError, atomic_open, parse_value, save_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "input.txt")
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+def made_up_text(n_chars=6000, seed=0):
+    """A small text with structure a tiny model can learn: words from a short list."""
+    g = torch.Generator().manual_seed(seed)
+    words = ["the ", "king ", "queen ", "shall ", "speak ", "now, ", "and ", "we ", "go. ", "O ", "God! "]
+    out = []
+    while sum(map(len, out)) < n_chars:
+        out.append(words[int(torch.randint(len(words), (1,), generator=g))])
+    return "".join(out)[:n_chars]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(made_up_text())
+    return str(path)
+
+
+def tiny_config(text_file, work_dir, *flags):
+    config = get_config()
+    config.merge_from_args([
+        f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", "--system.wandb=disabled",
+        "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4", "--model.n_kv_head=2",
+        "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.max_iters=8", "--trainer.eval_interval=4",
+        "--trainer.eval_iters=2", "--trainer.log_interval=4", "--trainer.sample_interval=4",
+        "--trainer.checkpoint_interval=4", "--trainer.warmup_iters=2", *flags])
+    return config
+
+
+def model_config(**overrides):
+    C = GPT.get_default_config()
+    settings = dict(vocab_size=11, block_size=64, n_layer=2, n_query_head=6, n_kv_head=6, n_embd=48,
+                    embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    C.merge_from_dict({**settings, **overrides})
+    return C
+
+
+def run_cli(*args, cwd=HERE, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(HERE, "chargpt.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# -----------------------------------------------------------------------------
+# flags
+
+def test_parse_value_kinds():
+    assert parse_value("3") == 3 and isinstance(parse_value("3"), int)
+    assert parse_value("5e-4") == 5e-4
+    assert parse_value("True") is True and parse_value("true") is True
+    assert parse_value("False") is False and parse_value("false") is False
+    assert parse_value("None") is None
+    assert parse_value("(0.9,0.99)") == (0.9, 0.99)
+    assert parse_value("./out/x") == "./out/x"
+    assert parse_value("/tmp/x") == "/tmp/x"
+    assert parse_value("hello") == "hello"
+
+
+def test_merge_from_args_every_kind():
+    c = get_config()
+    c.merge_from_args(["--trainer.max_iters=7", "trainer.learning_rate=1e-3", "--model.rope=true",
+                       "--model.pretrained_folder=./out/x", "--system.work_dir=/tmp/x", "--trainer.betas=(0.8,0.9)",
+                       "--trainer.lr_decay_iters=None", "--trainer.weight_decay=0", "--system.wandb_group=g1",
+                       "--data.input_file=123"])
+    assert c.trainer.max_iters == 7 and c.trainer.learning_rate == 1e-3 and c.model.rope is True
+    assert c.model.pretrained_folder == "./out/x" and c.system.work_dir == "/tmp/x"
+    assert c.trainer.betas == (0.8, 0.9) and c.trainer.lr_decay_iters is None
+    assert c.trainer.weight_decay == 0.0 and isinstance(c.trainer.weight_decay, float)
+    assert c.system.wandb_group == "g1"
+    assert c.data.input_file == "123"  # a string setting keeps the text as written
+
+
+@pytest.mark.parametrize("flag, needles", [
+    ("--model.n_heads=4", ["unknown config key --model.n_heads", "--model.n_query_head"]),
+    ("--trainer.max_iter=4", ["--trainer.max_iters"]),
+    ("--nonsense.key=1", ["unknown config key"]),
+    ("--trainer.max_iters=abc", ["--trainer.max_iters", "expected int"]),
+    ("--trainer.max_iters=2.5", ["expected int"]),
+    ("--model.rope=1", ["--model.rope", "expected bool"]),
+    ("--trainer.betas=0.9", ["--trainer.betas", "tuple"]),
+    ("--model.block_size=256", ["--model.block_size", "--data.block_size"]),
+    ("--model.vocab_size=3", ["--model.vocab_size", "set from the data"]),
+    ("--trainer", ["--node.key=value"]),
+])
+def test_flag_errors(flag, needles):
+    with pytest.raises(UserError) as e:
+        get_config().merge_from_args([flag])
+    for needle in needles:
+        assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--model.n_embd=50"], "n_embd=50 must be divisible by --model.n_query_head=6"),
+    (["--model.n_kv_head=4"], "must be a multiple of --model.n_kv_head=4"),
+    (["--model.window=-2"], "--model.window=-2 must be >= 0"),
+    (["--model.rope=True", "--model.pos_emb=learned"], "--model.rope=True replaces the position table"),
+    (["--model.pos_emb=alibi"], "--model.pos_emb=alibi must be one of"),
+    (["--model.attn_impl=flash"], "--model.attn_impl=flash must be one of"),
+])
+def test_model_flag_checks(flags, needle):
+    config = model_config()
+    config.n_query_head, config.n_kv_head, config.n_embd = 6, 6, 48
+    wrapper = CfgNode(model=config)
+    wrapper.merge_from_args(flags)
+    with pytest.raises(UserError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        GPT(config)
+
+
+def test_help_lists_every_key():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for key, value, _ in get_config().flat():
+        assert f"--{key}" in proc.stdout
+    assert "[default: 3407]" in proc.stdout
+
+
+# -----------------------------------------------------------------------------
+# data
+
+def test_dataset_split_and_round_trip():
+    text = made_up_text(2000)
+    config = CharDataset.get_default_config()
+    config.block_size = 8
+    ds = CharDataset(config, text)
+    assert ds.vocab.itos == sorted(set(text))
+    assert ds.vocab.decode(ds.vocab.encode(text)) == text
+    train, val = ds.splits["train"], ds.splits["val"]
+    assert len(val) == int(len(text) * 0.1) and len(train) + len(val) == len(text)
+    assert ds.vocab.decode(val) == text[-len(val):]  # validation is the last 10%, never trained on
+    g = torch.Generator().manual_seed(0)
+    x, y = ds.get_batch("val", 50, g)
+    assert x.shape == y.shape == (50, 8)
+    val_text = text[-len(val):]
+    for row_x, row_y in zip(x, y):
+        window = ds.vocab.decode(row_x)
+        assert window in val_text and ds.vocab.decode(row_y)[:-1] == window[1:]
+    with pytest.raises(UserError, match="not in the vocabulary"):
+        ds.vocab.encode("Zebra~")
+
+
+def test_dataset_too_short(tmp_path):
+    config = CharDataset.get_default_config()
+    config.block_size = 64
+    with pytest.raises(UserError, match="too short for one block"):
+        CharDataset(config, "abc" * 100)
+
+
+def test_read_text_errors(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(UserError, match="is empty"):
+        read_text(str(empty))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello \xff world")
+    with pytest.raises(UserError, match="byte offset 6"):
+        read_text(str(bad))
+    with pytest.raises(UserError, match="--data.input_file"):
+        read_text(str(tmp_path / "missing.txt"), download_url="http://127.0.0.1:9/none", timeout=1)
+
+
+# -----------------------------------------------------------------------------
+# utils
+
+def test_atomic_write_interrupted_keeps_old_file(tmp_path):
+    path = tmp_path / "logs.json"
+    save_json({"version": 1}, str(path))
+    with pytest.raises(RuntimeError):
+        with atomic_open(str(path)) as f:
+            f.write('{"version": 2, "half')
+            raise RuntimeError("killed half-way")
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert os.listdir(tmp_path) == ["logs.json"]  # no temporary file left behind
+
+
+# -----------------------------------------------------------------------------
+# training, checkpoints, resume
+
+def test_loss_falls(text_file, tmp_path):
+    config = tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=60", "--trainer.eval_interval=0",
+                         "--trainer.sample_interval=0", "--trainer.learning_rate=3e-3")
+    trainer = train(config)
+    losses = trainer.logs["train_losses"]
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_run_files_and_checkpoint_round_trip(text_file, tmp_path):
+    work_dir = tmp_path / "run"
+    trainer = train(tiny_config(text_file, work_dir))
+    for name in ("args.txt", "config.json", "model.pt", "ckpt.pt", "train_logs.json", "samples.txt"):
+        assert (work_dir / name).is_file(), name
+    logs = json.loads((work_dir / "train_logs.json").read_text())
+    assert len(logs["train_losses"]) == 8 and len(logs["attention_computation_time"]) == 8
+    assert [it for it, _ in logs["val_losses"]] == [4, 8]
+    assert (work_dir / "samples.txt").read_text().count("O God, O God!") == 2
+
+    ckpt = load_checkpoint(str(work_dir / "model.pt"))
+    config = GPT.get_default_config()
+    config.merge_from_dict(ckpt["model_config"])
+    model = GPT(config)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    trainer.model.eval()
+    x = torch.tensor([Vocabulary(ckpt["vocab"]).encode("the king shall")])
+    torch.testing.assert_close(model(x)[0], trainer.model(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("schedule", [["--trainer.lr_schedule=constant"], ["--trainer.lr_decay_iters=8"]])
+def test_exact_resume(text_file, tmp_path, schedule):
+    full = train(tiny_config(text_file, tmp_path / "full", *schedule))
+    train(tiny_config(text_file, tmp_path / "half", "--trainer.max_iters=4", *schedule))
+    resumed = train(tiny_config(text_file, tmp_path / "half", "--trainer.resume=True", *schedule))
+    assert resumed.logs["train_losses"] == full.logs["train_losses"]  # bit for bit
+    assert resumed.logs["val_losses"] == full.logs["val_losses"]
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_errors(text_file, tmp_path):
+    with pytest.raises(UserError, match="no resume checkpoint"):
+        train(tiny_config(text_file, tmp_path / "none", "--trainer.resume=True"))
+    train(tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=2"))
+    with pytest.raises(UserError, match="n_embd"):
+        train(tiny_config(text_file, tmp_path / "run", "--trainer.resume=True", "--model.n_embd=64"))
+
+
+@pytest.mark.parametrize("position", [[], ["--model.rope=True"], ["--model.pos_emb=sinusoidal"]])
+def test_context_extension_from_pretrained(text_file, tmp_path, position):
+    short = train(tiny_config(text_file, tmp_path / "short", *position))
+    long_config = tiny_config(text_file, tmp_path / "long", "--data.block_size=32", "--trainer.max_iters=0",
+                              f"--model.pretrained_folder={tmp_path / 'short'}", *position)
+    extended = train(long_config).model
+    old, new = short.model.state_dict(), extended.state_dict()
+    for key, value in old.items():
+        if key == "transformer.wpe.weight":
+            assert new[key].shape == (32, 32)
+            assert torch.equal(new[key][:16], value)  # existing rows copied, new rows freshly initialised
+            assert not torch.equal(new[key][16:], torch.zeros(16, 32))
+        else:
+            assert torch.equal(new[key], value), key
+    with pytest.raises(UserError, match="own --system.work_dir"):
+        train(tiny_config(text_file, tmp_path / "short", f"--model.pretrained_folder={tmp_path / 'short'}"))
+    with pytest.raises(UserError, match=r"weight has shape \(\d+, 32\) but this model needs \(\d+, 64\)"):
+        train(tiny_config(text_file, tmp_path / "wide", "--model.n_embd=64",
+                          f"--model.pretrained_folder={tmp_path / 'short'}", *position))
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable"):
+        load_checkpoint(str(path))
+
+
+# -----------------------------------------------------------------------------
+# RoPE
+
+def rotation_matrix(d, m, base=10_000):
+    """The writeup's block-diagonal R_(Theta,m), with the pairs (i, i + d/2) of the rotate-half layout."""
+    R = torch.zeros(d, d, dtype=torch.float64)
+    h = d // 2
+    for i in range(1, h + 1):
+        theta = base ** (-2 * (i - 1) / d)
+        c, s = math.cos(m * theta), math.sin(m * theta)
+        a, b = i - 1, i - 1 + h
+        R[a, a], R[a, b], R[b, a], R[b, b] = c, -s, s, c
+    return R
+
+
+def test_rope_equals_rotation_matrix():
+    d, T = 8, 5
+    rope = RotaryPositionalEmbeddings(d).double()
+    assert rope.d == d
+    x = torch.randn(2, 3, T, d, dtype=torch.float64)
+    expected = torch.stack([x[:, :, t] @ rotation_matrix(d, t + 1).T for t in range(T)], dim=2)
+    torch.testing.assert_close(rope(x), expected)
+    # with an offset, positions continue where a cache left off
+    torch.testing.assert_close(rope(x[:, :, 2:], offset=2), expected[:, :, 2:])
+
+
+def test_rope_d2_small_case():
+    rope = RotaryPositionalEmbeddings(2)
+    x = torch.tensor([1.0, 0.0]).expand(1, 1, 3, 2)
+    out = rope(x)[0, 0]
+    for m in (1, 2, 3):  # theta_1 = 1, so position m rotates (1, 0) to (cos m, sin m)
+        torch.testing.assert_close(out[m - 1], torch.tensor([math.cos(m), math.sin(m)]))
+
+
+def test_rope_relative_and_norm():
+    d = 16
+    rope = RotaryPositionalEmbeddings(d).double()
+    q, k = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+    seq_q = q.expand(1, 1, 40, d)
+    seq_k = k.expand(1, 1, 40, d)
+    rq, rk = rope(seq_q)[0, 0], rope(seq_k)[0, 0]
+    scores = rq @ rk.T  # scores[m, n]
+    for delta in (-7, 0, 3, 11):
+        diag = torch.diagonal(scores, offset=-delta)  # all (m, n) with m - n = delta
+        torch.testing.assert_close(diag, diag[0].expand_as(diag))
+    assert not torch.allclose(torch.diagonal(scores, 0)[0], torch.diagonal(scores, -3)[0])
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm().expand(40))
+    # the cache grows for a longer input and agrees with what it had
+    longer = rope(q.expand(1, 1, 100, d))[0, 0]
+    torch.testing.assert_close(longer[:40], rq)
+
+
+# -----------------------------------------------------------------------------
+# grouped-query attention
+
+def reference_attention(attn, x, window=0, group_sum=False):
+    """Explicit loops over heads, straight from the definitions, using `attn`'s weights."""
+    B, T, C = x.shape
+    nq, nkv, hd = attn.n_query_head, attn.n_kv_head, attn.head_dim
+    g = nq // nkv
+    q = (x @ attn.q_proj.weight.T + attn.q_proj.bias).view(B, T, nq, hd)
+    k = (x @ attn.k_proj.weight.T + attn.k_proj.bias).view(B, T, nkv, hd)
+    v = (x @ attn.v_proj.weight.T + attn.v_proj.bias).view(B, T, nkv, hd)
+    allowed = torch.ones(T, T, dtype=torch.bool).tril()
+    if window:
+        allowed &= torch.ones(T, T, dtype=torch.bool).triu(-(window // 2))
+    heads = []
+    for i in range(nq):
+        kv = i // g
+        if group_sum:
+            scores = sum(q[:, :, kv * g + j] @ k[:, :, kv].transpose(1, 2) for j in range(g)) / math.sqrt(hd)
+        else:
+            scores = q[:, :, i] @ k[:, :, kv].transpose(1, 2) / math.sqrt(hd)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        heads.append(torch.softmax(scores, dim=-1) @ v[:, :, kv])
+    y = torch.cat(heads, dim=-1)
+    return y @ attn.out_proj.weight.T + attn.out_proj.bias
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2, 3, 6])
+@pytest.mark.parametrize("impl", ["naive", "fast"])
+def test_gqa_matches_loop_reference(n_kv_head, impl):
+    torch.manual_seed(0)
+    attn = GroupedQueryAttention(model_config(n_kv_head=n_kv_head, attn_impl=impl)).double().eval()
+    x = torch.randn(2, 10, 48, dtype=torch.float64)
+    torch.testing.assert_close(attn(x), reference_attention(attn, x))
+    assert attn.k_proj.weight.shape == (n_kv_head * 8, 48)
+    assert attn.k_proj.weight.numel() * (6 // n_kv_head) == attn.q_proj.weight.numel()
+    assert attn.v_proj.weight.numel() * (6 // n_kv_head) == attn.q_proj.weight.numel()
+
+
+@pytest.mark.parametrize("impl", ["naive", "fast"])
+def test_group_sum_scores_formula(impl):
+    torch.manual_seed(0)
+    attn = GroupedQueryAttention(model_config(n_kv_head=2, gqa_scores="group_sum", attn_impl=impl)).double().eval()
+    x = torch.randn(2, 9, 48, dtype=torch.float64)
+    summed = attn(x)
+    torch.testing.assert_close(summed, reference_attention(attn, x, group_sum=True))
+    attn.gqa_scores = "per_head"
+    assert (summed - attn(x)).abs().max() > 1e-3  # the writeup's summed maps are a different function
+
+
+def test_mha_equals_torch_multihead_attention():
+    torch.manual_seed(0)
+    cfg = model_config()
+    csa = CausalSelfAttention(cfg).double().eval()
+    gqa = GroupedQueryAttention(cfg).double().eval()
+    gqa.load_state_dict(csa.state_dict())
+    ref = torch.nn.MultiheadAttention(48, 6, batch_first=True).double().eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([csa.q_proj.weight, csa.k_proj.weight, csa.v_proj.weight]))
+        ref.in_proj_bias.copy_(torch.cat([csa.q_proj.bias, csa.k_proj.bias, csa.v_proj.bias]))
+        ref.out_proj.weight.copy_(csa.out_proj.weight)
+        ref.out_proj.bias.copy_(csa.out_proj.bias)
+    x = torch.randn(3, 12, 48, dtype=torch.float64)
+    causal = torch.ones(12, 12, dtype=torch.bool).triu(1)  # True = masked, torch's convention
+    expected, _ = ref(x, x, x, attn_mask=causal, need_weights=False)
+    torch.testing.assert_close(csa(x), expected)
+    torch.testing.assert_close(gqa(x), expected)
+
+
+# -----------------------------------------------------------------------------
+# sliding window
+
+def test_writeup_window_mask():
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [0, 1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 1, 1, 1],
+    ], dtype=torch.bool)
+    assert torch.equal(attention_mask(6, 6, window=4), expected)
+    assert torch.equal(attention_mask(6, 6, window=0), torch.ones(6, 6, dtype=torch.bool).tril())
+
+
+@pytest.mark.parametrize("impl", ["naive", "fast"])
+def test_window_gradient_support(impl):
+    torch.manual_seed(0)
+    w, T = 6, 40
+    attn = CausalSelfAttention(model_config(window=w, rope=True, n_kv_head=2, attn_impl=impl)).double().eval()
+    x = torch.randn(1, T, 48, dtype=torch.float64, requires_grad=True)
+    y = attn(x)
+    for t in (0, 2, 3, 17, 39):
+        (grad,) = torch.autograd.grad(y[0, t].sum(), x, retain_graph=True)
+        nonzero = grad[0].abs().sum(-1) > 0
+        expected = torch.zeros(T, dtype=torch.bool)
+        expected[max(0, t - w // 2):t + 1] = True
+        assert torch.equal(nonzero, expected), t
+
+
+def window_cases():
+    for window in (0, 8, 20, 70):
+        bs = window_block_size(window)
+        for T in (bs - 5, bs, 2 * bs + 3):
+            yield window, T
+
+
+@pytest.mark.parametrize("window, T", list(window_cases()))
+@pytest.mark.parametrize("rope", [False, True])
+@pytest.mark.parametrize("n_kv_head", [1, 2, 6])
+def test_naive_and_fast_agree(window, T, rope, n_kv_head):
+    torch.manual_seed(0)
+    naive = CausalSelfAttention(model_config(window=window, rope=rope, n_kv_head=n_kv_head, attn_impl="naive"))
+    fast = CausalSelfAttention(model_config(window=window, rope=rope, n_kv_head=n_kv_head, attn_impl="fast"))
+    fast.load_state_dict(naive.state_dict())
+    x = torch.randn(2, T, 48, requires_grad=True)
+    y_naive, y_fast = naive(x), fast(x)
+    torch.testing.assert_close(y_fast, y_naive, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y_naive)
+    (gx_naive, *gw_naive) = torch.autograd.grad(y_naive, [x, *naive.parameters()], g)
+    (gx_fast, *gw_fast) = torch.autograd.grad(y_fast, [x, *fast.parameters()], g)
+    torch.testing.assert_close(gx_fast, gx_naive, rtol=1e-4, atol=1e-5)
+    for a, b in zip(gw_fast, gw_naive):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_banded_equals_sdpa_with_mask():
+    """The banded kernel against torch's own attention with an explicit window mask."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 100, 8), torch.randn(2, 4, 100, 8), torch.randn(2, 4, 100, 8)
+    mask = attention_mask(100, 100, window=20)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(banded_attention(q, k, v, 20), expected, rtol=1e-5, atol=1e-5)
+
+
+# -----------------------------------------------------------------------------
+# whole model
+
+def test_sinusoidal_table_formula():
+    table = sinusoidal_table(10, 6)
+    for p in range(10):
+        for i in range(3):
+            angle = p / 10_000 ** (2 * i / 6)
+            assert table[p, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", [
+    dict(), dict(rope=True, n_kv_head=2), dict(pos_emb="sinusoidal", window=8), dict(pos_emb="none", n_kv_head=1),
+    dict(rope=True, window=4, attn_impl="naive"), dict(n_kv_head=3, gqa_scores="group_sum"),
+])
+def test_model_is_causal(variant):
+    torch.manual_seed(0)
+    model = GPT(model_config(**variant)).eval()
+    idx = torch.randint(11, (2, 30))
+    changed = idx.clone()
+    changed[:, 20] = (changed[:, 20] + 1) % 11
+    a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :20], b[:, :20])
+    assert (a[:, 20:] - b[:, 20:]).abs().max() > 1e-4
+
+
+def test_dropout_train_vs_eval():
+    torch.manual_seed(0)
+    model = GPT(model_config(embd_pdrop=0.1, resid_pdrop=0.1, attn_pdrop=0.1, rope=True, window=8))
+    idx = torch.randint(11, (2, 20))
+    model.eval()
+    torch.testing.assert_close(model(idx)[0], model(idx)[0], rtol=0, atol=0)
+    model.train()
+    assert (model(idx)[0] - model(idx)[0]).abs().max() > 1e-4
+    for attn in model.attention_modules():  # attention-weight dropout alone also acts, in both paths
+        attn.resid_dropout.p = 0.0
+    for impl in ("naive", "fast"):
+        model.transformer.drop.p = 0.0
+        for block in model.transformer.h:
+            block.mlp.dropout.p = 0.0
+            block.attn.attn_impl = impl
+        assert (model(idx)[0] - model(idx)[0]).abs().max() > 1e-4
+
+
+def test_learned_table_refuses_long_input():
+    model = GPT(model_config(block_size=16))
+    with pytest.raises(ValueError, match="block_size=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    rope_model = GPT(model_config(block_size=16, rope=True))
+    assert rope_model(torch.zeros(1, 40, dtype=torch.long))[0].shape == (1, 40, 11)
+
+
+# -----------------------------------------------------------------------------
+# probes
+
+def test_probes_on_cpu():
+    q, k, v = torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16)
+    y, ms, mb = timed_attend(q, k, v)
+    torch.testing.assert_close(y, attend(q, k, v))
+    assert ms > 0 and mb is None  # no allocator counter on CPU
+    score_bytes = 2 * 256 * 256 * 4
+    naive_peak = profile_peak_memory(naive_attention, q, k, v)
+    assert naive_peak >= score_bytes
+    banded_peak = profile_peak_memory(banded_attention, q, k, v, 16)
+    assert banded_peak < naive_peak / 2
+
+
+# -----------------------------------------------------------------------------
+# end to end (the real corpus)
+
+needs_corpus = pytest.mark.skipif(not os.path.exists(CORPUS), reason="input.txt (tiny-shakespeare) not in place")
+
+
+@needs_corpus
+def test_chargpt_end_to_end(tmp_path):
+    work_dir = tmp_path / "e2e"
+    proc = run_cli(f"--system.work_dir={work_dir}", "--system.wandb=offline", "--model.n_layer=2",
+                   "--model.n_embd=48", "--model.rope=True", "--model.n_kv_head=2", "--trainer.batch_size=8",
+                   "--data.block_size=32", "--trainer.max_iters=6", "--trainer.eval_interval=3",
+                   "--trainer.eval_iters=2", "--trainer.log_interval=2", "--trainer.sample_interval=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "iter 6: train loss" in proc.stdout and "O God, O God!" in proc.stdout
+    logs = json.loads((work_dir / "train_logs.json").read_text())
+    assert len(logs["train_losses"]) == 6 and logs["train_losses"][0] == pytest.approx(math.log(65), rel=0.1)
+    config = json.loads((work_dir / "config.json").read_text())
+    assert config["model"]["vocab_size"] == 65 and config["model"]["rope"] is True
+    assert (work_dir / "wandb").is_dir()  # offline run, no login, no network, no prompt
+
+
+@needs_corpus
+def test_cli_bad_input(tmp_path):
+    assert_one_line_error(run_cli(f"--data.input_file={tmp_path}/missing.txt",
+                                  f"--system.work_dir={tmp_path}/x"), "missing.txt", "--data.input_file")
+    assert_one_line_error(run_cli("--model.n_heads=3"), "--model.n_query_head")
+    assert_one_line_error(run_cli("--model.n_kv_head=4", f"--system.work_dir={tmp_path}/x",
+                                  "--system.wandb=disabled"), "--model.n_kv_head=4")
+    assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/none", "--trainer.resume=True",
+                                  "--system.wandb=disabled"), "resume")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([os.path.abspath(__file__), "-q"]))
