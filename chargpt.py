@@ -3,15 +3,16 @@ Trains a character-level language model.
 
     python chargpt.py                                       # gpt-mini on input.txt (tiny-shakespeare)
     python chargpt.py --trainer.max_iters=600 --model.rope=True --system.work_dir=out/rope
+    python chargpt.py --sample.only=True --system.work_dir=out/rope --sample.prompt="ROMEO:" --sample.top_p=0.9
     python chargpt.py --help                                # every setting with its default
 
-Flags are --node.key=value (or node.key=value) for the nodes system, data, model and trainer; the defaults
+Flags are --node.key=value (or node.key=value) for the nodes system, data, model, trainer and sample; the defaults
 and what each does are in mingpt/run.py's get_config and the get_default_config of each part.
 """
 
 import sys
 
-from mingpt.run import get_config, help_text, train
+from mingpt.run import get_config, help_text, sample, train
 from mingpt.utils import UserError
 
 
@@ -22,7 +23,10 @@ def main(argv):
         return 0
     try:
         config.merge_from_args(argv)
-        train(config)
+        if config.sample.only:
+            sample(config)
+        else:
+            train(config)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

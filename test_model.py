@@ -19,8 +19,9 @@ from mingpt.attention import attend, attention_mask, banded_attention, naive_att
     timed_attend, window_block_size
 from mingpt.data import CharDataset, Vocabulary, read_text
 from mingpt.model import GPT, CausalSelfAttention, GroupedQueryAttention, RotaryPositionalEmbeddings, \
-    sinusoidal_table
-from mingpt.run import get_config, load_checkpoint, train
+    sample_next, sinusoidal_table
+from mingpt.rnn import ElmanRNN
+from mingpt.run import build_model, get_config, load_checkpoint, train
 from mingpt.utils import CfgNode, UserError, atomic_open, parse_value, save_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -532,6 +533,210 @@ def test_learned_table_refuses_long_input():
 
 
 # -----------------------------------------------------------------------------
+# generation
+
+POSITIONS = [dict(), dict(pos_emb="sinusoidal"), dict(pos_emb="none"), dict(rope=True)]
+
+
+def generation_model(block_size=24, **variant):
+    torch.manual_seed(0)
+    return GPT(model_config(block_size=block_size, **variant)).double().eval()
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("window", [0, 4])
+@pytest.mark.parametrize("n_kv_head", [1, 2, 6])
+@pytest.mark.parametrize("impl", ["naive", "fast"])
+def test_cached_equals_uncached_greedy(position, window, n_kv_head, impl):
+    model = generation_model(window=window, n_kv_head=n_kv_head, attn_impl=impl, **position)
+    idx = torch.randint(11, (2, 5))
+    cached = model.generate(idx, 19, use_cache=True)  # 24 tokens: exactly block_size
+    assert cached.shape == (2, 24)
+    assert torch.equal(cached, model.generate(idx, 19, use_cache=False))
+    assert torch.equal(cached, model.generate(idx, 19, do_sample=True, top_k=1))  # top_k=1 is greedy
+    assert torch.equal(cached, model.generate(idx, 19, do_sample=True, temperature=0.0))
+
+
+def full_forward_greedy_matches(model, seq, prompt_len):
+    """Each generated token is the argmax of one full forward pass over the whole sequence."""
+    logits, _ = model(seq)
+    return torch.equal(logits[:, prompt_len - 1:-1].argmax(-1), seq[:, prompt_len:])
+
+
+@pytest.mark.parametrize("position", [dict(rope=True), dict(pos_emb="none")])
+@pytest.mark.parametrize("n_kv_head", [1, 3])
+def test_rolling_window_past_block_size(position, n_kv_head):
+    model = generation_model(block_size=16, window=6, n_kv_head=n_kv_head, **position)
+    seq = model.generate(torch.randint(11, (2, 3)), 60, use_cache=True)
+    assert seq.shape == (2, 63)
+    assert full_forward_greedy_matches(model, seq, 3)
+    caches = model.new_caches()
+    model(seq[:, :10], caches=caches)
+    model(seq[:, 10:11], caches=caches)
+    small = sum(c.nbytes() for c in caches)
+    for t in range(11, 63):
+        model(seq[:, t:t + 1], caches=caches)
+    assert sum(c.nbytes() for c in caches) == small  # memory does not grow with the generation
+    assert caches[0].k.shape == (2, n_kv_head, 4, 8)  # w//2 + 1 positions
+
+
+def test_full_attention_without_table_keeps_block_size_in_view():
+    """Past block_size, a RoPE model decodes on with its last block_size positions in view: the same as a full
+    forward pass in which each token sees itself and the block_size - 1 tokens before it."""
+    model = generation_model(block_size=12, rope=True, n_kv_head=2)
+    seq = model.generate(torch.randint(11, (1, 4)), 40, use_cache=True)
+    same_weights_window = GPT(model_config(block_size=12, rope=True, n_kv_head=2, window=2 * 11)).double().eval()
+    same_weights_window.load_state_dict(model.state_dict())
+    assert full_forward_greedy_matches(same_weights_window, seq, 4)
+
+
+def test_table_model_crops_past_block_size():
+    model = generation_model(block_size=12)
+    idx = torch.randint(11, (1, 4))
+    assert torch.equal(model.generate(idx, 30, use_cache=True), model.generate(idx, 30, use_cache=False))
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2, 3, 6])
+def test_cache_stores_only_kv_heads(n_kv_head):
+    model = generation_model(n_kv_head=n_kv_head)
+    caches = model.new_caches()
+    model(torch.randint(11, (3, 20)), caches=caches)
+    # 2 (k and v) x layers x batch x kv heads x positions x head size x 8 bytes (float64)
+    assert sum(c.nbytes() for c in caches) == 2 * 2 * 3 * n_kv_head * 20 * 8 * 8
+
+
+def nucleus_support(probs, p):
+    """Reference: the smallest set of most likely tokens whose probability reaches p."""
+    order = sorted(range(len(probs)), key=lambda i: -probs[i])
+    kept, total = set(), 0.0
+    for i in order:
+        kept.add(i)
+        total += probs[i]
+        if total >= p - 1e-12:
+            break
+    return kept
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.79, 0.8, 0.81, 0.97, 1.0])
+def test_top_p_keeps_smallest_set(p):
+    probs = [0.05, 0.5, 0.15, 0.3]
+    logits = torch.tensor([probs]).log().expand(4000, 4)
+    g = torch.Generator().manual_seed(0)
+    drawn = set(sample_next(logits, do_sample=True, top_p=p, generator=g).flatten().tolist())
+    assert drawn == nucleus_support(probs, p)
+
+
+def test_sampling_is_reproducible_and_checked():
+    model = generation_model(rope=True, window=8)
+    idx = torch.randint(11, (1, 3))
+    a = model.generate(idx, 30, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(1))
+    b = model.generate(idx, 30, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(1))
+    c = model.generate(idx, 30, do_sample=True, top_p=0.9, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    for bad in (dict(top_p=0.0), dict(top_p=1.5), dict(top_k=0), dict(temperature=-1.0)):
+        with pytest.raises(ValueError):
+            model.generate(idx, 2, do_sample=True, **bad)
+
+
+# -----------------------------------------------------------------------------
+# recurrent baselines
+
+def test_elman_rnn_shapes_and_equations():
+    torch.manual_seed(0)
+    rnn = ElmanRNN(3, 5, 2, activation="tanh").double()
+    assert rnn.W_hh.shape == (5, 5) and rnn.W_hx.shape == (5, 3) and rnn.W_yh.shape == (2, 5)
+    assert rnn.b_h.shape == (5,) and rnn.b_y.shape == (2,)
+    x, h0 = torch.randn(4, 7, 3, dtype=torch.float64), torch.randn(4, 5, dtype=torch.float64)
+    y, h = rnn(x, h0)
+    assert y.shape == (4, 7, 2) and h.shape == (4, 7, 5)
+    prev = h0
+    for t in range(7):  # the writeup's equations, one step at a time
+        prev = torch.tanh(prev @ rnn.W_hh.T + x[:, t] @ rnn.W_hx.T + rnn.b_h)
+        torch.testing.assert_close(h[:, t], prev)
+        torch.testing.assert_close(y[:, t], prev @ rnn.W_yh.T + rnn.b_y)
+
+
+def test_writeup_question_1_1_both_bits_seen():
+    """Weights for which y_t = 1 exactly when each of the two input bits has been 1 at some step <= t."""
+    rnn = ElmanRNN(2, 2, 1, activation="slide", output_activation="slide")
+    with torch.no_grad():
+        rnn.W_hh.copy_(torch.eye(2))  # remember what was seen ...
+        rnn.W_hx.copy_(torch.eye(2))  # ... and add what is seen now; slide caps it at 1
+        rnn.b_h.zero_()
+        rnn.W_yh.copy_(torch.tensor([[1.0, 1.0]]))
+        rnn.b_y.fill_(-1.0)  # slide(h_1 + h_2 - 1) is 1 only when both are 1
+    for T in range(1, 7):
+        seqs = torch.tensor(list(itertools.product([0.0, 1.0], repeat=2 * T))).view(-1, T, 2)
+        y, _ = rnn(seqs)
+        seen = seqs.cummax(dim=1).values  # bit i seen at some step <= t
+        expected = (seen[..., 0] * seen[..., 1])
+        assert torch.equal(y[..., 0], expected)
+
+
+def rnn_config(model_type, activation="tanh"):
+    C = model_config(model_type=model_type, rnn_activation=activation, n_embd=16)
+    return C
+
+
+def prediction_changes(model, position):
+    """Which positions' predictions change when the token at `position` changes."""
+    torch.manual_seed(1)
+    idx = torch.randint(11, (1, 12))
+    changed = idx.clone()
+    changed[0, position] = (changed[0, position] + 1) % 11
+    a, b = model(idx)[0][0], model(changed)[0][0]
+    return ((a - b).abs().sum(-1) > 1e-9).tolist()
+
+
+@pytest.mark.parametrize("model_type, valid", [("rnn", True), ("birnn_prefix", True), ("birnn_invalid", False)])
+def test_birnn_validity(model_type, valid):
+    torch.manual_seed(0)
+    model = build_model(rnn_config(model_type)).double().eval()
+    changes = prediction_changes(model, 6)
+    # logits[t] is the prediction of token t+1: a valid model's predictions up to token 6 ignore token 6
+    assert not any(changes[:6]) == valid
+    assert all(changes[6:])
+    if not valid:
+        assert any(prediction_changes(model, 9)[:9])  # it reads later tokens, not only the next one
+
+
+def test_birnn_prefix_equals_rerunning_each_prefix():
+    torch.manual_seed(0)
+    model = build_model(rnn_config("birnn_prefix")).double().eval()
+    idx = torch.randint(11, (2, 9))
+    logits = model(idx)[0]
+    for t in range(9):  # logits[t] predicts token t+1 from a BiRNN run over tokens 0..t alone
+        x = model.wte(idx[:, :t + 1])
+        _, f = model.forward_rnn(x)
+        _, g = model.backward_rnn(x.flip(1))
+        expected = model.head(torch.cat([f[:, -1], g[:, -1]], dim=-1))
+        torch.testing.assert_close(logits[:, t], expected)
+
+
+@pytest.mark.parametrize("model_type", ["rnn", "birnn_prefix"])
+def test_recurrent_generation_matches_forward(model_type):
+    torch.manual_seed(0)
+    model = build_model(rnn_config(model_type)).double().eval()
+    seq = model.generate(torch.randint(11, (2, 3)), 20)
+    assert seq.shape == (2, 23)
+    assert full_forward_greedy_matches(model, seq, 3)
+
+
+@pytest.mark.parametrize("activation", ["slide", "tanh"])
+def test_rnn_trains_with_the_same_trainer(text_file, tmp_path, activation):
+    work_dir = tmp_path / "rnn"
+    trainer = train(tiny_config(text_file, work_dir, "--model.model_type=rnn", f"--model.rnn_activation={activation}",
+                                "--trainer.max_iters=40", "--trainer.learning_rate=1e-2", "--model.n_embd=48",
+                                "--trainer.eval_interval=20"))
+    losses = trainer.logs["train_losses"]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    proc = run_cli(f"--system.work_dir={work_dir}", "--sample.only=True", "--sample.prompt=the",
+                   "--sample.max_new_tokens=20")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("the")
+
+
+# -----------------------------------------------------------------------------
 # probes
 
 def test_probes_on_cpu():
@@ -577,6 +782,25 @@ def test_cli_bad_input(tmp_path):
                                   "--system.wandb=disabled"), "--model.n_kv_head=4")
     assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/none", "--trainer.resume=True",
                                   "--system.wandb=disabled"), "resume")
+
+
+def test_sample_command(text_file, tmp_path):
+    work_dir = tmp_path / "run"
+    train(tiny_config(text_file, work_dir, "--model.rope=True", "--model.window=8"))
+    before = {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()}
+    args = [f"--system.work_dir={work_dir}", "--sample.only=True", "--sample.prompt=the king",
+            "--sample.max_new_tokens=40", "--sample.top_p=0.9"]
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    text = first.stdout.strip().splitlines()[-1]
+    assert text.startswith("the king") and len(text) >= len("the king") + 30
+    assert first.stdout == second.stdout  # same seed, same sample
+    assert {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()} == before  # nothing written
+    assert_one_line_error(run_cli(*args[:2], "--sample.prompt=ROMEO~"), "not in the vocabulary")
+    assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/none", "--sample.only=True"), "no model.pt")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.pt").write_bytes(b"garbage")
+    assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/bad", "--sample.only=True"), "not a readable")
 
 
 if __name__ == "__main__":

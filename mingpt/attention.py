@@ -84,14 +84,15 @@ def banded_attention(q, k, v, window, dropout_p=0.0):
 
 def fast_attention(q, k, v, window=0, dropout_p=0.0):
     T_q, T_k = q.size(-2), k.size(-2)
-    if window and window // 2 < T_k - 1:
-        if T_q == T_k:
-            return banded_attention(q, k, v, window, dropout_p)
+    hides = window and window // 2 < T_k - 1  # the window hides some earlier key from some query
+    if hides and T_q == T_k:
+        return banded_attention(q, k, v, window, dropout_p)
+    mask = None
+    if hides or 1 < T_q < T_k:
         mask = attention_mask(T_q, T_k, window, q.device)
-    else:
-        mask = None if T_q == T_k else attention_mask(T_q, T_k, 0, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
-                                          enable_gqa=q.size(1) != k.size(1))
+    # T_q == T_k is plain causal; a single query (decoding) with nothing hidden sees every key
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                          is_causal=mask is None and T_q > 1, enable_gqa=q.size(1) != k.size(1))
 
 
 IMPLEMENTATIONS = {"naive": naive_attention, "fast": fast_attention}
@@ -108,6 +109,35 @@ def attend(q, k, v, window=0, impl="fast", dropout_p=0.0, gqa_scores="per_head")
         y = IMPLEMENTATIONS[impl](reduce(q, "b (h g) t d -> b h t d", "sum", g=groups), k, v, window, dropout_p)
         return repeat(y, "b h t d -> b (h g) t d", g=groups)
     return IMPLEMENTATIONS[impl](q, k, v, window, dropout_p)
+
+
+class KVCache:
+    """One layer's keys and values for decoding, kept in time order as (B, n_kv_head, S, hd): only the n_kv_head
+    heads that exist, never the repeated ones. With a capacity (w//2 + 1 for a window w: a token and the w//2
+    before it) only the newest `capacity` positions are kept, so memory stays constant however long the
+    generation runs."""
+
+    def __init__(self, capacity=None):
+        self.capacity = capacity
+        self.k = self.v = None
+        self.pos = 0  # absolute position of the next token
+
+    def update(self, k, v):
+        """Append the new positions' k, v (B, n_kv, T, hd); return the keys/values the new queries may see:
+        with a capacity, the newest capacity - 1 cached positions and the new ones."""
+        self.pos += k.size(2)
+        if self.k is not None:
+            start = 0 if self.capacity is None else max(0, self.k.size(2) - self.capacity + 1)
+            k = torch.cat([self.k[:, :, start:], k], dim=2)
+            v = torch.cat([self.v[:, :, start:], v], dim=2)
+        self.k, self.v = k, v
+        if self.capacity is not None and k.size(2) > self.capacity:
+            # a copy, not a view, so the memory of positions that left the window is freed
+            self.k, self.v = k[:, :, -self.capacity:].contiguous(), v[:, :, -self.capacity:].contiguous()
+        return k, v
+
+    def nbytes(self):
+        return 0 if self.k is None else self.k.nbytes + self.v.nbytes
 
 
 def timed_attend(*args, **kwargs):

@@ -25,7 +25,7 @@ import torch.nn as nn
 from einops import rearrange
 from torch.nn import functional as F
 
-from mingpt.attention import IMPLEMENTATIONS, attend, timed_attend
+from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
 from mingpt.utils import CfgNode as CN, UserError
 
 # -----------------------------------------------------------------------------
@@ -52,18 +52,20 @@ class RotaryPositionalEmbeddings(nn.Module):
     def _build_cache(self, length):
         if self.cos_cached.size(0) >= length:
             return
-        m = torch.arange(1, length + 1, dtype=torch.float, device=self.theta.device)
+        m = torch.arange(1, length + 1, dtype=self.theta.dtype, device=self.theta.device)
         angles = torch.outer(m, self.theta)  # (length, d/2)
         angles = torch.cat([angles, angles], dim=-1)  # (length, d): pair i and i + d/2 share an angle
-        self.cos_cached, self.sin_cached = angles.cos(), angles.sin()
+        # rotating (x_i, x_(i+d/2)) gives x * cos + (-x_(i+d/2), x_i) * sin; the second vector is x rolled by d/2
+        # with the first half negated, and the sign goes into the cached sin
+        sign = torch.cat([-torch.ones(self.d // 2), torch.ones(self.d // 2)]).to(angles)
+        self.cos_cached, self.sin_cached = angles.cos(), angles.sin() * sign
 
     def forward(self, x, offset=0):
         T = x.size(-2)
         self._build_cache(offset + T)
         cos = self.cos_cached[offset:offset + T].to(x.dtype)
         sin = self.sin_cached[offset:offset + T].to(x.dtype)
-        x1, x2 = x[..., :self.d // 2], x[..., self.d // 2:]
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+        return x * cos + x.roll(self.d // 2, dims=-1) * sin
 
 
 def sinusoidal_table(n_positions, n_embd):
@@ -104,12 +106,21 @@ class CausalSelfAttention(nn.Module):
         self.probe = False
         self.probe_time_ms = self.probe_memory_mb = None
 
-    def forward(self, x):
+    def new_cache(self, context=None):
+        """An empty KV cache for decoding: a rolling buffer of window//2 + 1 positions with a window, else of
+        `context` positions (None: unbounded)."""
+        return KVCache(self.window // 2 + 1 if self.window else context)
+
+    def forward(self, x, cache=None):
+        """x (B, T, n_embd) -> (B, T, n_embd). With a cache, x holds the T positions after those cached."""
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_query_head)  # (B, nq, T, hd)
         k = rearrange(self.k_proj(x), "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, nkv, T, hd)
         v = rearrange(self.v_proj(x), "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, nkv, T, hd)
+        offset = 0 if cache is None else cache.pos
         if self.rope:
-            q, k = self.query_rotary_pe(q), self.key_rotary_pe(k)
+            q, k = self.query_rotary_pe(q, offset), self.key_rotary_pe(k, offset)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
         args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
         if self.probe:
             y, self.probe_time_ms, self.probe_memory_mb = timed_attend(*args)
@@ -141,8 +152,8 @@ class Block(nn.Module):
             dropout=nn.Dropout(config.resid_pdrop),
         ))
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -179,7 +190,7 @@ class GPT(nn.Module):
     def get_default_config():
         C = CN()
         # gpt-mini, the course's chargpt model
-        C.set("model_type", "gpt", "architecture: gpt")
+        C.set("model_type", "gpt", "gpt | rnn (Elman) | birnn_invalid (question 1.2a) | birnn_prefix (1.2b)")
         C.set("n_layer", 6, "number of transformer blocks")
         C.set("n_query_head", 6, "attention (query) heads per block")
         C.set("n_kv_head", 6, "key/value heads per block: = n_query_head is MHA, 1 is MQA, between is GQA")
@@ -194,6 +205,7 @@ class GPT(nn.Module):
         C.set("window", 0, "sliding window w: token t sees t - w//2 .. t; 0 is full causal attention")
         C.set("attn_impl", "fast", "naive (the writeup's math, materialised scores) | fast (fused / banded)")
         C.set("gqa_scores", "per_head", "per_head (LLaMA GQA) | group_sum (the writeup's summed group scores)")
+        C.set("rnn_activation", "slide", "recurrent models' hidden activation: slide | tanh")
         C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed")
         return C
 
@@ -241,34 +253,25 @@ class GPT(nn.Module):
         minGPT's split of the parameters into those that get weight decay (the weights of Linear layers) and
         those that don't (biases, layernorm and embedding weights), returned as an AdamW optimizer.
         """
-        decay, no_decay = set(), set()
-        for mn, m in self.named_modules():
-            for pn, _ in m.named_parameters(recurse=False):
-                fpn = "%s.%s" % (mn, pn) if mn else pn
-                if pn.endswith("weight") and isinstance(m, nn.Linear):
-                    decay.add(fpn)
-                else:
-                    no_decay.add(fpn)
-        param_dict = dict(self.named_parameters())
-        assert decay.isdisjoint(no_decay) and decay | no_decay == param_dict.keys()
-        optim_groups = [
-            {"params": [param_dict[pn] for pn in sorted(decay)], "weight_decay": train_config.weight_decay},
-            {"params": [param_dict[pn] for pn in sorted(no_decay)], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(optim_groups, lr=train_config.learning_rate, betas=train_config.betas)
+        decay = {"%s.%s" % (mn, pn) if mn else pn for mn, m in self.named_modules()
+                 for pn, _ in m.named_parameters(recurse=False) if pn == "weight" and isinstance(m, nn.Linear)}
+        return adamw_with_decay(self, decay, train_config)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, caches=None):
+        """idx (b, t) token ids -> (logits (b, t, vocab_size), loss or None). With `caches` (one KVCache per
+        layer, from new_caches), idx holds the t positions that follow the cached ones."""
         b, t = idx.size()
+        start = caches[0].pos if caches else 0
         x = self.transformer.wte(idx)  # token embeddings of shape (b, t, n_embd)
         if self.pos_emb != "none":
-            if t > self.block_size:
-                raise ValueError(f"cannot forward a sequence of length {t}: a {self.pos_emb} position table "
+            if start + t > self.block_size:
+                raise ValueError(f"cannot forward position {start + t}: a {self.pos_emb} position table "
                                  f"has only block_size={self.block_size} rows")
             table = self.transformer.wpe.weight if self.pos_emb == "learned" else self.wpe_table
-            x = x + table[:t]  # position embeddings of shape (t, n_embd), broadcast over the batch
+            x = x + table[start:start + t]  # position embeddings of shape (t, n_embd), broadcast over the batch
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, caches[i] if caches else None)
         logits = self.lm_head(self.transformer.ln_f(x))
 
         loss = None
@@ -289,21 +292,52 @@ class GPT(nn.Module):
         mems = [a.probe_memory_mb for a in self.attention_modules() if a.probe_memory_mb is not None]
         return (sum(times) / len(times) if times else None), (sum(mems) / len(mems) if mems else None)
 
+    def new_caches(self):
+        # without a position table nothing ties the model to absolute positions: a full-attention model keeps
+        # its last block_size positions in view and can go on past block_size; a table model cannot
+        context = self.block_size if self.pos_emb == "none" else None
+        return [attn.new_cache(context) for attn in self.attention_modules()]
+
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
-                 generator=None):
-        """
-        Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete the sequence
-        max_new_tokens times, feeding the predictions back into the model each time. The context is cropped to
-        the last block_size tokens. temperature=0 or do_sample=False picks the most likely token.
-        """
+    def stream(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
+               use_cache=True, generator=None):
+        """Yield max_new_tokens next tokens, each (b, 1), for the sequence idx (b, t), as `generate` describes."""
         check_sampling(temperature, top_k, top_p)
+        caches = None
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.block_size else idx[:, -self.block_size:]
-            logits, _ = self(idx_cond)
+            # a model without a position table decodes on with its rolling caches past block_size; a table model
+            # then crops the context to the last block_size tokens and recomputes it, as minGPT does
+            if caches is not None and (self.pos_emb == "none" or caches[0].pos < self.block_size):
+                logits, _ = self(idx[:, -1:], caches=caches)
+            else:
+                caches = self.new_caches() if use_cache else None
+                logits, _ = self(idx[:, -self.block_size:], caches=caches)
             idx_next = sample_next(logits[:, -1, :], temperature, do_sample, top_k, top_p, generator)
             idx = torch.cat((idx, idx_next), dim=1)
-        return idx
+            yield idx_next
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
+                 use_cache=True, generator=None):
+        """
+        Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete the sequence
+        max_new_tokens times, feeding the predictions back into the model each time; returns (b, t +
+        max_new_tokens). temperature=0 or do_sample=False picks the most likely token; top_k and top_p (nucleus)
+        filter the distribution before sampling. With use_cache, each step runs only the new token against a
+        cache of keys and values; without, the whole context (the last block_size tokens) is recomputed.
+        """
+        new = list(self.stream(idx, max_new_tokens, temperature, do_sample, top_k, top_p, use_cache, generator))
+        return torch.cat([idx, *new], dim=1)
+
+
+def adamw_with_decay(model, decay, train_config):
+    """AdamW with weight decay on the parameters named in `decay` and none on the others."""
+    params = dict(model.named_parameters())
+    groups = [
+        {"params": [params[n] for n in sorted(decay)], "weight_decay": train_config.weight_decay},
+        {"params": [params[n] for n in sorted(params.keys() - decay)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=train_config.betas)
 
 
 def check_sampling(temperature, top_k, top_p):

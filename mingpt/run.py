@@ -21,11 +21,11 @@ import sys
 import torch
 
 from mingpt.data import CharDataset, Vocabulary, read_text
-from mingpt.model import GPT
-from mingpt.trainer import Trainer
+from mingpt.model import GPT, check_sampling
+from mingpt.rnn import BiRNNLM, RNNLM
+from mingpt.trainer import Trainer, pick_device
 from mingpt.utils import CfgNode as CN, UserError, save_json, save_text, save_torch, set_seed
 
-SAMPLE_PROMPT = "O God, O God!"
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -40,6 +40,15 @@ def get_config():
     C.data = CharDataset.get_default_config()
     C.model = GPT.get_default_config()
     C.trainer = Trainer.get_default_config()
+    C.sample = CN()
+    C.sample.set("only", False, "generate from system.work_dir/model.pt and exit, without training")
+    C.sample.set("prompt", "O God, O God!", "text the sample continues (also for samples during training)")
+    C.sample.set("max_new_tokens", 500, "characters to generate")
+    C.sample.set("do_sample", True, "sample from the distribution (False: greedy)")
+    C.sample.set("temperature", 1.0, "softmax temperature (0: greedy)")
+    C.sample.set("top_k", 10, "sample among the k most likely characters (None: all)")
+    C.sample.set("top_p", None, "nucleus sampling: the smallest set reaching probability p (None: off)")
+    C.sample.set("use_cache", True, "decode with the KV cache (False: recompute the context every step)")
     return C
 
 
@@ -50,6 +59,17 @@ def help_text(config):
     for key, value, doc in rows:
         lines.append(f"  --{key:<{width}} {doc} [default: {value!r}]")
     return "\n".join(lines)
+
+
+def build_model(C):
+    """The model that --model.model_type names."""
+    if C.model_type == "gpt":
+        return GPT(C)
+    if C.model_type == "rnn":
+        return RNNLM(C)
+    if C.model_type in ("birnn_invalid", "birnn_prefix"):
+        return BiRNNLM(C, form=C.model_type.removeprefix("birnn_"))
+    raise UserError(f"--model.model_type={C.model_type} must be one of gpt, rnn, birnn_invalid, birnn_prefix")
 
 
 # -----------------------------------------------------------------------------
@@ -164,14 +184,40 @@ def new_logs(device):
             "iter_time_ms": [], "tokens_per_s": [], "samples": []}
 
 
-def write_sample(model, vocab, config, trainer, logs, logger):
+def check_sample_config(C, vocab):
+    try:
+        check_sampling(C.temperature, C.top_k, C.top_p)
+    except ValueError as e:
+        raise UserError(f"--sample: {e}") from None
+    if C.max_new_tokens < 0:
+        raise UserError(f"--sample.max_new_tokens={C.max_new_tokens} must be >= 0")
+    if not C.prompt:
+        raise UserError("--sample.prompt is empty; give at least one character to continue")
+    try:
+        vocab.encode(C.prompt)
+    except UserError as e:
+        raise UserError(f"--sample.prompt: {e}") from None
+
+
+def sample_tokens(model, vocab, sample_config, device, seed):
+    """Yield the sample's characters one at a time, as the model produces them."""
+    C = sample_config
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    x = torch.tensor([vocab.encode(C.prompt)], dtype=torch.long, device=device)
+    was_training = model.training
     model.eval()
-    gen = torch.Generator(device=trainer.device)
-    gen.manual_seed(config.system.seed + trainer.iter_num)
-    x = torch.tensor([vocab.encode(SAMPLE_PROMPT)], dtype=torch.long, device=trainer.device)
-    y = model.generate(x, 500, temperature=1.0, do_sample=True, top_k=10, generator=gen)[0]
-    model.train()
-    text = vocab.decode(y)
+    try:
+        for token in model.stream(x, C.max_new_tokens, temperature=C.temperature, do_sample=C.do_sample,
+                                  top_k=C.top_k, top_p=C.top_p, use_cache=C.use_cache, generator=gen):
+            yield vocab.decode(token[0])
+    finally:
+        model.train(was_training)
+
+
+def write_sample(model, vocab, config, trainer, logs, logger):
+    text = config.sample.prompt + "".join(
+        sample_tokens(model, vocab, config.sample, trainer.device, config.system.seed + trainer.iter_num))
     print(text)
     logs["samples"].append({"iter": trainer.iter_num, "text": text})
     save_text("".join(f"--- iter {s['iter']} ---\n{s['text']}\n\n" for s in logs["samples"]),
@@ -185,9 +231,10 @@ def train(config):
     set_seed(config.system.seed)
     dataset = CharDataset(config.data, read_text(config.data.input_file))
     vocab = dataset.vocab
+    check_sample_config(config.sample, vocab)  # bad sample settings fail now, not at the first sample
     config.model.vocab_size = dataset.get_vocab_size()
     config.model.block_size = dataset.get_block_size()
-    model = GPT(config.model)
+    model = build_model(config.model)
     if config.model.pretrained_folder is not None:
         load_pretrained(model, config.model.pretrained_folder, work_dir, vocab)
     trainer = Trainer(config.trainer, model, dataset)
@@ -253,3 +300,24 @@ def train(config):
     logger.finish()
     trainer.logs = logs
     return trainer
+
+
+def sample(config):
+    """Stream a sample from system.work_dir/model.pt to stdout; writes nothing."""
+    path = os.path.join(config.system.work_dir, "model.pt")
+    ckpt = load_checkpoint(path, "model.pt (train into this --system.work_dir first)")
+    model_config = GPT.get_default_config()
+    try:
+        model_config.merge_from_dict(ckpt["model_config"])
+        vocab = Vocabulary(ckpt["vocab"])
+        model = build_model(model_config)
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a chargpt model.pt (missing {e})") from None
+    load_state_into(model, ckpt["model"], path)
+    device = pick_device(config.trainer.device)
+    model.to(device)
+    check_sample_config(config.sample, vocab)
+    print(config.sample.prompt, end="", flush=True)
+    for ch in sample_tokens(model, vocab, config.sample, device, config.system.seed):
+        print(ch, end="", flush=True)
+    print()

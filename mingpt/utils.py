@@ -193,3 +193,12 @@ def machine_info():
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {device}; " \
            f"torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def write_csv(rows, path):
+    """Rows (a list of dicts with the same keys) to a CSV file, atomically."""
+    import csv
+    with atomic_open(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -10,7 +10,6 @@ after one warm-up; peak bytes come from torch.profiler's allocation records (min
 """
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory  # noqa: E402
-from mingpt.utils import machine_info  # noqa: E402
+from mingpt.utils import machine_info, write_csv  # noqa: E402
 
 HEADS, HEAD_DIM = 6, 32
 
@@ -78,11 +77,7 @@ def main():
         print(f"w={w}: the banded window path is faster than full causal SDPA from N = "
               f"{min(beats) if beats else 'never, in the sizes measured'}")
     if args.csv:
-        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""
+Cost of the valid bidirectional language model (question 1.2b), which reruns the BiRNN on every prefix,
+against the Elman RNN and the invalid one-pass BiRNN (1.2a): forward+backward time as the sequence grows.
+
+    python scripts/bench_birnn.py                 # T = 32 .. 512, batch 8, hidden 64
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mingpt.model import GPT  # noqa: E402
+from mingpt.run import build_model  # noqa: E402
+from mingpt.utils import machine_info  # noqa: E402
+
+MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=64)
+    args = parser.parse_args()
+    print(machine_info())
+    print(f"forward+backward ms, batch {args.batch}, hidden {args.hidden}, 1 layer, tanh")
+    print(f"{'T':>5} | " + " ".join(f"{m:>14}" for m in MODEL_TYPES) + " | prefix/invalid")
+    for T in args.lengths:
+        times = []
+        for model_type in MODEL_TYPES:
+            C = GPT.get_default_config()
+            C.merge_from_dict(dict(model_type=model_type, vocab_size=65, block_size=T, n_layer=1,
+                                   n_embd=args.hidden, rnn_activation="tanh"))
+            model = build_model(C)
+            idx = torch.randint(65, (args.batch, T))
+            model(idx, idx)[1].backward()  # warm-up
+            t0 = time.perf_counter()
+            model(idx, idx)[1].backward()
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"{T:>5} | " + " ".join(f"{t:>14.1f}" for t in times) + f" | {times[2] / times[1]:>13.1f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

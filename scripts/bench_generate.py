@@ -1,0 +1,82 @@
+"""
+Generation with and without the KV cache: tokens/s and cache bytes for gpt-mini's shape (6 layers, 6 query
+heads, n_embd 192) across n_kv_head and window, at block_size 128 and 512.
+
+    python scripts/bench_generate.py
+    python scripts/bench_generate.py --block-sizes 128 --new-tokens 200 --csv out/generate.csv
+
+The models use RoPE (no position table), so the cached path can decode past block_size with its rolling cache;
+rows marked `learned` use minGPT's position table, which crops the context to block_size and recomputes it once
+the sequence is longer. Weights are random: speed and cache size do not depend on them. Without the cache every
+step recomputes the whole context (the last block_size tokens). Cache bytes are those held per sequence at the
+end of the generation (fp32); for a window they stay the same however many tokens are generated.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mingpt.model import GPT  # noqa: E402
+from mingpt.utils import machine_info, write_csv  # noqa: E402
+
+
+def make_model(block_size, n_kv_head, window, rope):
+    C = GPT.get_default_config()
+    C.merge_from_dict(dict(vocab_size=65, block_size=block_size, n_kv_head=n_kv_head, window=window, rope=rope))
+    torch.manual_seed(0)
+    return GPT(C).eval()
+
+
+def cache_bytes(model, seq):
+    caches = model.new_caches()
+    context = seq if model.pos_emb == "none" else seq[:, -model.block_size:]
+    model(context, caches=caches)
+    return sum(c.nbytes() for c in caches)
+
+
+def tokens_per_s(model, prompt, new_tokens, use_cache):
+    t0 = time.perf_counter()
+    seq = model.generate(prompt, new_tokens, use_cache=use_cache)
+    return new_tokens / (time.perf_counter() - t0), seq
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--block-sizes", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--kv-heads", type=int, nargs="+", default=[1, 2, 3, 6])
+    parser.add_argument("--windows", type=int, nargs="+", default=[0, 32])
+    parser.add_argument("--new-tokens", type=int, default=500)
+    parser.add_argument("--csv", help="also write the rows to this CSV file")
+    args = parser.parse_args()
+
+    print(machine_info())
+    print(f"greedy generation of {args.new_tokens} tokens from a 10-token prompt, batch 1, fp32")
+    header = f"{'block':>5} {'pos':>7} {'n_kv':>4} {'window':>6} | {'cached tok/s':>12} {'recompute tok/s':>15} " \
+             f"{'speed-up':>8} | {'cache bytes':>11}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    grid = [(b, True, kv, w) for b in args.block_sizes for w in args.windows for kv in args.kv_heads]
+    grid += [(b, False, max(args.kv_heads), w) for b in args.block_sizes for w in args.windows]
+    prompt = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(0))
+    for block_size, rope, n_kv_head, window in grid:
+        model = make_model(block_size, n_kv_head, window, rope)
+        model.generate(prompt, 8)  # warm-up
+        cached, seq = tokens_per_s(model, prompt, args.new_tokens, True)
+        recompute, _ = tokens_per_s(model, prompt, args.new_tokens, False)
+        row = dict(block_size=block_size, pos="rope" if rope else "learned", n_kv_head=n_kv_head, window=window,
+                   cached_tokens_per_s=cached, recompute_tokens_per_s=recompute, speedup=cached / recompute,
+                   cache_bytes=cache_bytes(model, seq))
+        rows.append(row)
+        print(f"{block_size:>5} {row['pos']:>7} {n_kv_head:>4} {window:>6} | {cached:>12.0f} {recompute:>15.0f} "
+              f"{row['speedup']:>7.1f}x | {row['cache_bytes']:>11,}", flush=True)
+    if args.csv:
+        write_csv(rows, args.csv)
+
+
+if __name__ == "__main__":
+    main()
