@@ -590,6 +590,20 @@ def test_full_attention_without_table_keeps_block_size_in_view():
     assert full_forward_greedy_matches(same_weights_window, seq, 4)
 
 
+@pytest.mark.parametrize("variant", [dict(rope=True, window=6), dict(rope=True), dict(), dict(window=5)])
+def test_cache_fed_in_chunks_equals_full_forward(variant):
+    """Feeding a sequence through the caches in chunks of any size gives the logits of one full pass."""
+    model = generation_model(block_size=40, n_kv_head=2, **variant)
+    idx = torch.randint(11, (2, 40))
+    expected = model(idx)[0]
+    caches = model.new_caches()
+    chunks, start = [], 0
+    for size in (5, 1, 1, 3, 7, 1, 10, 2, 1, 9):
+        chunks.append(model(idx[:, start:start + size], caches=caches)[0])
+        start += size
+    torch.testing.assert_close(torch.cat(chunks, dim=1), expected)
+
+
 def test_table_model_crops_past_block_size():
     model = generation_model(block_size=12)
     idx = torch.randint(11, (1, 4))
@@ -601,8 +615,8 @@ def test_cache_stores_only_kv_heads(n_kv_head):
     model = generation_model(n_kv_head=n_kv_head)
     caches = model.new_caches()
     model(torch.randint(11, (3, 20)), caches=caches)
-    # 2 (k and v) x layers x batch x kv heads x positions x head size x 8 bytes (float64)
-    assert sum(c.nbytes() for c in caches) == 2 * 2 * 3 * n_kv_head * 20 * 8 * 8
+    # 2 (k and v) x layers x batch x kv heads x block_size positions x head size x 8 bytes (float64)
+    assert sum(c.nbytes() for c in caches) == 2 * 2 * 3 * n_kv_head * 24 * 8 * 8
 
 
 def nucleus_support(probs, p):

@@ -112,29 +112,43 @@ def attend(q, k, v, window=0, impl="fast", dropout_p=0.0, gqa_scores="per_head")
 
 
 class KVCache:
-    """One layer's keys and values for decoding, kept in time order as (B, n_kv_head, S, hd): only the n_kv_head
-    heads that exist, never the repeated ones. With a capacity (w//2 + 1 for a window w: a token and the w//2
-    before it) only the newest `capacity` positions are kept, so memory stays constant however long the
-    generation runs."""
+    """One layer's keys and values for decoding: ring buffers of (B, n_kv_head, capacity, hd), holding only the
+    n_kv_head heads that exist, never the repeated ones, allocated once, so memory stays constant however long
+    the generation runs. A window w needs capacity w//2 + 1 (a token and the w//2 before it); a model with full
+    attention gets the context it may look at (block_size)."""
 
-    def __init__(self, capacity=None):
+    def __init__(self, capacity):
         self.capacity = capacity
         self.k = self.v = None
         self.pos = 0  # absolute position of the next token
 
+    def _newest(self, buf, n):
+        """The newest n cached positions, oldest first."""
+        ordered = buf[:, :, :self.pos] if self.pos <= self.capacity else buf.roll(-(self.pos % self.capacity), 2)
+        return ordered[:, :, ordered.size(2) - n:]
+
     def update(self, k, v):
-        """Append the new positions' k, v (B, n_kv, T, hd); return the keys/values the new queries may see:
-        with a capacity, the newest capacity - 1 cached positions and the new ones."""
-        self.pos += k.size(2)
-        if self.k is not None:
-            start = 0 if self.capacity is None else max(0, self.k.size(2) - self.capacity + 1)
-            k = torch.cat([self.k[:, :, start:], k], dim=2)
-            v = torch.cat([self.v[:, :, start:], v], dim=2)
-        self.k, self.v = k, v
-        if self.capacity is not None and k.size(2) > self.capacity:
-            # a copy, not a view, so the memory of positions that left the window is freed
-            self.k, self.v = k[:, :, -self.capacity:].contiguous(), v[:, :, -self.capacity:].contiguous()
-        return k, v
+        """Store the new positions' k, v (B, n_kv, T, hd) and return the keys/values the new queries may see,
+        oldest first: up to capacity - 1 cached positions, then the new ones."""
+        T = k.size(2)
+        if self.k is None:
+            shape = (*k.shape[:2], self.capacity, k.size(3))
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        if T == 1:  # decoding: one write into the ring; a single query may see every slot, in any order
+            slot = self.pos % self.capacity
+            self.k[:, :, slot], self.v[:, :, slot] = k[:, :, 0], v[:, :, 0]
+            self.pos += 1
+            n = min(self.pos, self.capacity)
+            return self.k[:, :, :n], self.v[:, :, :n]
+        keep = min(self.pos, self.capacity - 1)
+        k_all = torch.cat([self._newest(self.k, keep), k], dim=2)
+        v_all = torch.cat([self._newest(self.v, keep), v], dim=2)
+        m = min(T, self.capacity)
+        slots = torch.arange(self.pos + T - m, self.pos + T, device=k.device) % self.capacity
+        self.k.index_copy_(2, slots, k[:, :, -m:])
+        self.v.index_copy_(2, slots, v[:, :, -m:])
+        self.pos += T
+        return k_all, v_all
 
     def nbytes(self):
         return 0 if self.k is None else self.k.nbytes + self.v.nbytes

@@ -52,20 +52,23 @@ class RotaryPositionalEmbeddings(nn.Module):
     def _build_cache(self, length):
         if self.cos_cached.size(0) >= length:
             return
-        m = torch.arange(1, length + 1, dtype=self.theta.dtype, device=self.theta.device)
-        angles = torch.outer(m, self.theta)  # (length, d/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (length, d): pair i and i + d/2 share an angle
-        # rotating (x_i, x_(i+d/2)) gives x * cos + (-x_(i+d/2), x_i) * sin; the second vector is x rolled by d/2
-        # with the first half negated, and the sign goes into the cached sin
-        sign = torch.cat([-torch.ones(self.d // 2), torch.ones(self.d // 2)]).to(angles)
-        self.cos_cached, self.sin_cached = angles.cos(), angles.sin() * sign
+        length = max(length, 2 * self.cos_cached.size(0))  # grow geometrically: decoding adds one position a step
+        with torch.inference_mode(False):  # a cache grown while generating must still serve training
+            m = torch.arange(1, length + 1, dtype=self.theta.dtype, device=self.theta.device)
+            angles = torch.outer(m, self.theta)  # (length, d/2)
+            angles = torch.cat([angles, angles], dim=-1)  # (length, d): pair i and i + d/2 share an angle
+            # rotating (x_i, x_(i+d/2)) gives x * cos + (-x_(i+d/2), x_i) * sin; the second vector is x rolled
+            # by d/2 with the first half negated, and the sign goes into the cached sin
+            sign = torch.cat([-torch.ones(self.d // 2), torch.ones(self.d // 2)]).to(angles)
+            self.cos_cached, self.sin_cached = angles.cos(), angles.sin() * sign
 
     def forward(self, x, offset=0):
         T = x.size(-2)
         self._build_cache(offset + T)
-        cos = self.cos_cached[offset:offset + T].to(x.dtype)
-        sin = self.sin_cached[offset:offset + T].to(x.dtype)
-        return x * cos + x.roll(self.d // 2, dims=-1) * sin
+        cos, sin = self.cos_cached[offset:offset + T], self.sin_cached[offset:offset + T]
+        if cos.dtype != x.dtype:
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return torch.addcmul(x * cos, x.roll(self.d // 2, dims=-1), sin)
 
 
 def sinusoidal_table(n_positions, n_embd):
@@ -106,9 +109,8 @@ class CausalSelfAttention(nn.Module):
         self.probe = False
         self.probe_time_ms = self.probe_memory_mb = None
 
-    def new_cache(self, context=None):
-        """An empty KV cache for decoding: a rolling buffer of window//2 + 1 positions with a window, else of
-        `context` positions (None: unbounded)."""
+    def new_cache(self, context):
+        """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions."""
         return KVCache(self.window // 2 + 1 if self.window else context)
 
     def forward(self, x, cache=None):
@@ -293,12 +295,11 @@ class GPT(nn.Module):
         return (sum(times) / len(times) if times else None), (sum(mems) / len(mems) if mems else None)
 
     def new_caches(self):
-        # without a position table nothing ties the model to absolute positions: a full-attention model keeps
-        # its last block_size positions in view and can go on past block_size; a table model cannot
-        context = self.block_size if self.pos_emb == "none" else None
-        return [attn.new_cache(context) for attn in self.attention_modules()]
+        """One KV cache per layer. A full-attention model looks at block_size positions: a table model never
+        gets further (stream crops), one without a table rolls on with its last block_size positions in view."""
+        return [attn.new_cache(self.block_size) for attn in self.attention_modules()]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stream(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
                use_cache=True, generator=None):
         """Yield max_new_tokens next tokens, each (b, 1), for the sequence idx (b, t), as `generate` describes."""
