@@ -817,5 +817,76 @@ def test_sample_command(text_file, tmp_path):
     assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/bad", "--sample.only=True"), "not a readable")
 
 
+# -----------------------------------------------------------------------------
+# experiments (each study at its quick scale, then the report built from them)
+
+STUDIES = {  # study -> (the runs its tables compare, how many training runs it makes)
+    "rope": (["learned positions", "RoPE"], 2),
+    "gqa_loss": (["MHA (n_kv_head=6)", "GQA (n_kv_head=2)"], 2),
+    "context_extension": (["learned positions", "RoPE"], 4),
+    "rnn": (["Transformer", "Elman RNN (slide)", "Elman RNN (tanh)", "BiRNN on prefixes (valid)",
+             "BiRNN one pass (invalid)"], 5),
+}
+
+
+@pytest.fixture(scope="module")
+def quick_studies(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiments")
+    for name in STUDIES:
+        proc = subprocess.run([sys.executable, os.path.join(HERE, "scripts", f"study_{name}.py"), "--scale=quick",
+                               f"--out={out}", "--wandb=disabled"], cwd=HERE, capture_output=True, text=True,
+                              timeout=600, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def read_csv(path):
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def assert_png(path):
+    import matplotlib.image
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert height > 100 and width > 100
+
+
+@needs_corpus
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_study_quick_outputs(quick_studies, name):
+    runs, trainings = STUDIES[name]
+    folder = quick_studies / name
+    final = read_csv(folder / "final.csv")
+    assert [row["run"] for row in final] == runs
+    assert all(0 < float(v) < 10 for row in final for k, v in row.items() if "loss" in k)
+    curves = read_csv(folder / "curves.csv")
+    assert {"run", "iter", "train_loss"} <= set(curves[0])
+    for run in runs:
+        assert [int(r["iter"]) for r in curves if r["run"] == run] == list(range(1, 1 + sum(
+            r["run"] == run for r in curves)))
+    assert_png(folder / "loss.png")
+    info = json.loads((folder / "study.json").read_text())
+    assert info["scale"] == "quick" and "torch" in info["machine"]
+    commands = (folder / "commands.txt").read_text().splitlines()
+    assert commands[0].startswith("python ") and len(commands) == 1 + trainings
+    assert all(c.startswith("python chargpt.py ") for c in commands[1:])
+
+
+@needs_corpus
+def test_report_builds_from_quick_studies(quick_studies, tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "scripts", "report.py"),
+                           f"--experiments={quick_studies}", f"--report={tmp_path / 'REPORT.md'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "REPORT.md").read_text()
+    for name in STUDIES:
+        assert f"## {name} (quick scale)" in report
+        assert_png(tmp_path / "report" / f"{name}_quick_loss.png")
+        assert f"](report/{name}_quick_loss.png)" in report
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([os.path.abspath(__file__), "-q"]))

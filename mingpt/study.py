@@ -1,0 +1,160 @@
+"""
+What every experiment script in scripts/ shares: scales, training runs through mingpt.run, and the files a
+study leaves in out/experiments/<study>/:
+
+  commands.txt      the exact chargpt.py command of every training run, and the script's own command
+  <name>.csv        every number the study measured
+  <name>.png        its plots
+  study.json        study name, scale, what the scale changed, machine, torch version, date
+
+Runs go to wandb in one group per study (offline unless logged in); the figures go there as images too.
+"""
+
+import os
+import re
+import shlex
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mingpt.run import WandbLogger, get_config, sample_tokens, train  # noqa: E402
+from mingpt.utils import machine_info, save_json, write_csv  # noqa: E402
+
+# What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
+# 600 iterations, constant learning rate 5e-4). Studies keep the iteration schedule and the comparison.
+SCALES = {
+    "quick": dict(flags=["--model.n_layer=2", "--model.n_embd=48", "--trainer.batch_size=8", "--data.block_size=32",
+                         "--trainer.eval_iters=2"],
+                  iters=lambda n: max(4, n // 40),
+                  note="smoke test: 2 layers, n_embd 48, batch 8, block 32, iterations / 40"),
+    "cpu": dict(flags=["--trainer.batch_size=16", "--trainer.eval_iters=10"], iters=lambda n: n,
+                note="the course's model and iteration schedule with batch 16 instead of 64 (a quarter of the "
+                     "tokens per iteration)"),
+    "full": dict(flags=[], iters=lambda n: n, note="the course's settings"),
+}
+COURSE_FLAGS = ["--trainer.lr_schedule=constant"]
+
+
+class Study:
+
+    def __init__(self, name, scale, root="out/experiments", wandb=None):
+        if scale not in SCALES:
+            raise SystemExit(f"--scale {scale}: choose one of {', '.join(SCALES)}")
+        self.name, self.scale = name, scale
+        self.dir = os.path.join(root, name)
+        self.wandb = wandb
+        os.makedirs(self.dir, exist_ok=True)
+        self.commands = ["python " + " ".join(shlex.quote(a) for a in sys.argv)]
+        self.started = time.time()
+
+    def iters(self, course_iters):
+        """The number of iterations this scale runs for a step the course runs `course_iters` iterations."""
+        return SCALES[self.scale]["iters"](course_iters)
+
+    def run_dir(self, run):
+        return os.path.join(self.dir, "runs", re.sub("[^A-Za-z0-9]+", "_", run).strip("_"))
+
+    def train(self, run, flags, course_iters=600):
+        """Train one run of the study; returns its trainer (model and logs). `flags` are chargpt.py flags."""
+        flags = COURSE_FLAGS + SCALES[self.scale]["flags"] + [
+            f"--trainer.max_iters={self.iters(course_iters)}",
+            f"--trainer.eval_interval={max(1, self.iters(course_iters) // 6)}",
+            f"--system.work_dir={self.run_dir(run)}",
+            f"--system.wandb_group={self.name}"] + list(flags)
+        if self.wandb:
+            flags.append(f"--system.wandb={self.wandb}")
+        self.commands.append("python chargpt.py " + " ".join(shlex.quote(f) for f in flags))
+        config = get_config()
+        config.merge_from_args(flags)
+        return train(config)
+
+    def path(self, filename):
+        return os.path.join(self.dir, filename)
+
+    def save_csv(self, name, rows):
+        write_csv(rows, self.path(name + ".csv"))
+
+    def save_figure(self, fig, name):
+        fig.tight_layout()
+        fig.savefig(self.path(name + ".png"), dpi=110)
+        plt.close(fig)
+
+    def finish(self, summary=None):
+        """Write commands.txt and study.json; send the figures to wandb."""
+        with open(self.path("commands.txt"), "w") as f:
+            f.write("\n".join(self.commands) + "\n")
+        info = {"study": self.name, "scale": self.scale, "scale_note": SCALES[self.scale]["note"],
+                "machine": machine_info(), "seconds": round(time.time() - self.started, 1),
+                "date": time.strftime("%Y-%m-%d"), **(summary or {})}
+        save_json(info, self.path("study.json"))
+        config = get_config()
+        config.system.wandb_group = self.name
+        config.system.wandb = self.wandb
+        config.system.work_dir = os.path.join(self.dir, "figures")
+        os.makedirs(config.system.work_dir, exist_ok=True)
+        logger = WandbLogger(config)
+        if logger.run:
+            images = {f[:-4]: logger.wandb.Image(self.path(f)) for f in sorted(os.listdir(self.dir))
+                      if f.endswith(".png")}
+            logger.run.log(images)
+        logger.finish()
+        print(f"{self.name} ({self.scale}): wrote {self.dir}")
+
+
+def loss_curve_figure(curves, title, ylabel="training loss"):
+    """curves: {label: [(iteration, loss), ...]} -> one plot."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for label, points in curves.items():
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, label=label, linewidth=1.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(f"{ylabel} (nats per character)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def compare_runs(study, variants, title, course_iters=600):
+    """Train each variant ({label: flags}); write curves.csv, final.csv and loss.png; return the trainers."""
+    trainers, curve_rows, final_rows = {}, [], []
+    for label, flags in variants.items():
+        t0 = time.time()
+        trainer = study.train(label, flags, course_iters)
+        trainers[label] = trainer
+        logs = trainer.logs
+        for i, loss in enumerate(logs["train_losses"], start=1):
+            curve_rows.append({"run": label, "iter": i, "train_loss": loss})
+        final_rows.append({"run": label, "iters": len(logs["train_losses"]),
+                           "final_train_loss": logs["train_losses"][-1],
+                           "eval_train_loss": logs["eval_train_losses"][-1][1],
+                           "val_loss": logs["val_losses"][-1][1],
+                           "seconds": round(time.time() - t0, 1),
+                           "ms_per_iter": sum(logs["iter_time_ms"]) / len(logs["iter_time_ms"])})
+    study.save_csv("curves", curve_rows)
+    study.save_csv("final", final_rows)
+    curves = {label: list(enumerate(t.logs["train_losses"], start=1)) for label, t in trainers.items()}
+    study.save_figure(loss_curve_figure(curves, f"{title} ({study.scale} scale)"), "loss")
+    return trainers, final_rows
+
+
+def final_sample(trainer, config_sample=None, seed=0):
+    """A sample from a trained run with the chargpt defaults (prompt "O God, O God!", top_k=10)."""
+    C = config_sample or get_config().sample
+    vocab = trainer.train_dataset.vocab
+    return C.prompt + "".join(sample_tokens(trainer.model, vocab, C, trainer.device, seed))
+
+
+def study_args(description, argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", choices=list(SCALES), default="quick")
+    parser.add_argument("--out", default="out/experiments", help="folder that gets <study>/")
+    parser.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None,
+                        help="wandb mode (default: online with a login, else offline)")
+    return parser.parse_args(argv)
+

@@ -1,0 +1,84 @@
+"""
+Gather every study in out/experiments/ into REPORT.md: for each, its scale, the machine and torch version, the
+table of final numbers, its plots (copied to report/ so they can be committed) and the exact commands.
+
+    python scripts/report.py [--experiments out/experiments] [--report REPORT.md]
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mingpt.utils import save_text  # noqa: E402
+
+TABLES = ("final.csv", "cost.csv", "length.csv", "checks.csv")
+
+
+def cell(text):
+    """Floats to 4 significant digits; integers and words as they are."""
+    try:
+        int(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        return f"{float(text):.4g}"
+    except ValueError:
+        return text
+
+
+def markdown_table(path):
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    fmt = [[cell(c) for c in row] for row in rows[1:]]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in fmt]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--experiments", default="out/experiments")
+    parser.add_argument("--report", default="REPORT.md")
+    args = parser.parse_args(argv)
+    report_dir = os.path.dirname(os.path.abspath(args.report))
+    figures = os.path.join(report_dir, "report")
+    os.makedirs(figures, exist_ok=True)
+    studies = sorted(d for d in os.listdir(args.experiments)
+                     if os.path.isfile(os.path.join(args.experiments, d, "study.json"))) \
+        if os.path.isdir(args.experiments) else []
+    if not studies:
+        raise SystemExit(f"no studies in {args.experiments}: run scripts/study_*.py first")
+    out = ["# Experiment report", "",
+           f"Built by `python scripts/report.py` from {len(studies)} studies in `{args.experiments}`. "
+           "Each section names its scale: `quick` is a smoke test, `cpu` the course's protocol shrunk for a "
+           "2-core machine (see its note), `full` the course's settings.", ""]
+    for name in studies:
+        folder = os.path.join(args.experiments, name)
+        with open(os.path.join(folder, "study.json")) as f:
+            info = json.load(f)
+        out += [f"## {name} ({info['scale']} scale)", "",
+                f"Scale: {info['scale_note']}. Machine: {info['machine']}. Run on {info['date']} in "
+                f"{info['seconds']:.0f} s.", ""]
+        for table in TABLES:
+            if os.path.exists(os.path.join(folder, table)):
+                out += [markdown_table(os.path.join(folder, table)), ""]
+        for png in sorted(f for f in os.listdir(folder) if f.endswith(".png")):
+            target = f"{name}_{info['scale']}_{png}"
+            shutil.copyfile(os.path.join(folder, png), os.path.join(figures, target))
+            out += [f"![{name}: {png[:-4]} ({info['scale']} scale)](report/{target})", ""]
+        if os.path.exists(os.path.join(folder, "samples.md")):
+            with open(os.path.join(folder, "samples.md")) as f:
+                out += ["Samples:", "", f.read(), ""]
+        with open(os.path.join(folder, "commands.txt")) as f:
+            out += ["Commands:", "", "```", f.read().rstrip(), "```", ""]
+    save_text("\n".join(out), args.report)
+    print(f"wrote {args.report} ({len(studies)} studies)")
+
+
+if __name__ == "__main__":
+    main()
