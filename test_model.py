@@ -820,12 +820,24 @@ def test_sample_command(text_file, tmp_path):
 # -----------------------------------------------------------------------------
 # experiments (each study at its quick scale, then the report built from them)
 
-STUDIES = {  # study -> (the runs its tables compare, how many training runs it makes)
-    "rope": (["learned positions", "RoPE"], 2),
-    "gqa_loss": (["MHA (n_kv_head=6)", "GQA (n_kv_head=2)"], 2),
-    "context_extension": (["learned positions", "RoPE"], 4),
-    "rnn": (["Transformer", "Elman RNN (slide)", "Elman RNN (tanh)", "BiRNN on prefixes (valid)",
-             "BiRNN one pass (invalid)"], 5),
+COMPARE = {"final": {"run", "iters", "final_train_loss", "eval_train_loss", "val_loss", "seconds", "ms_per_iter"},
+           "curves": {"run", "iter", "train_loss"}}
+STUDIES = {  # study -> (training runs it makes, {table: columns it must have}, its plots, rows of final.csv)
+    "rope": (2, COMPARE, ["loss"], ["learned positions", "RoPE"]),
+    "context_extension": (4, {"final": {"run", "switch_iter", "val_loss_at_32", "val_loss_at_64"},
+                              "curves": {"run", "iter", "block_size", "train_loss"}}, ["loss"],
+                          ["learned positions", "RoPE"]),
+    "gqa_cost": (4, {"cost": {"n_kv_head", "attention_ms", "attention_peak_mb_per_head",
+                              "attention_peak_mb_group_sum", "kv_cache_bytes", "cached_tokens_per_s"}}, ["cost"], None),
+    "gqa_loss": (2, COMPARE, ["loss"], ["MHA (n_kv_head=6)", "GQA (n_kv_head=2)"]),
+    "window": (4, {**COMPARE, "cost": {"N", "window", "naive_ms", "fast_ms", "sdpa_causal_ms", "naive_peak_bytes",
+                                       "fast_peak_bytes", "sdpa_causal_peak_bytes"}}, ["loss", "cost"],
+               ["full causal", "w=64", "w=32", "w=16"]),
+    "positions": (4, {**COMPARE, "length": {"run", "length", "val_loss"}}, ["loss", "length", "tables"],
+                  ["learned", "sinusoidal", "RoPE", "none"]),
+    "rnn": (5, COMPARE, ["loss"], ["Transformer", "Elman RNN (slide)", "Elman RNN (tanh)",
+                                   "BiRNN on prefixes (valid)", "BiRNN one pass (invalid)"]),
+    "attention_analysis": (0, {"checks": {"check", "value", "expect"}}, ["angle_fit"], None),
 }
 
 
@@ -857,22 +869,39 @@ def assert_png(path):
 @needs_corpus
 @pytest.mark.parametrize("name", list(STUDIES))
 def test_study_quick_outputs(quick_studies, name):
-    runs, trainings = STUDIES[name]
+    trainings, tables, plots, runs = STUDIES[name]
     folder = quick_studies / name
-    final = read_csv(folder / "final.csv")
-    assert [row["run"] for row in final] == runs
-    assert all(0 < float(v) < 10 for row in final for k, v in row.items() if "loss" in k)
-    curves = read_csv(folder / "curves.csv")
-    assert {"run", "iter", "train_loss"} <= set(curves[0])
-    for run in runs:
-        assert [int(r["iter"]) for r in curves if r["run"] == run] == list(range(1, 1 + sum(
-            r["run"] == run for r in curves)))
-    assert_png(folder / "loss.png")
+    for table, columns in tables.items():
+        rows = read_csv(folder / f"{table}.csv")
+        assert rows and columns <= set(rows[0]), table
+    if runs:
+        assert [row["run"] for row in read_csv(folder / "final.csv")] == runs
+    for plot in plots:
+        assert_png(folder / f"{plot}.png")
     info = json.loads((folder / "study.json").read_text())
     assert info["scale"] == "quick" and "torch" in info["machine"]
     commands = (folder / "commands.txt").read_text().splitlines()
     assert commands[0].startswith("python ") and len(commands) == 1 + trainings
     assert all(c.startswith("python chargpt.py ") for c in commands[1:])
+
+
+@needs_corpus
+def test_study_findings_at_quick_scale(quick_studies):
+    """What the studies must show even at the smoke-test scale."""
+    cost = read_csv(quick_studies / "gqa_cost" / "cost.csv")
+    cache = {int(r["n_kv_head"]): int(r["kv_cache_bytes"]) for r in cost}
+    assert all(cache[n] * 6 == cache[6] * n for n in cache)  # exactly proportional to n_kv_head
+    window = read_csv(quick_studies / "window" / "cost.csv")
+    assert all(float(r["fast_peak_bytes"]) < float(r["naive_peak_bytes"]) for r in window)
+    length = read_csv(quick_studies / "positions" / "length.csv")
+    beyond = [r for r in length if int(r["length"]) > 32]
+    assert all((r["val_loss"] == "") == (r["run"] in ("learned", "sinusoidal")) for r in beyond)
+    checks = {r["check"][:3]: float(r["value"]) for r in read_csv(quick_studies / "attention_analysis" / "checks.csv")}
+    assert checks["1. "] < 1e-12 and checks["2b."] == 0 and checks["2c."] > 1e-3 and checks["2d."] < 1e-12
+    assert checks["3. "] > 1e-4
+    r2 = [float(r["value"]) for r in read_csv(quick_studies / "attention_analysis" / "checks.csv")
+          if r["check"].startswith("4.")]
+    assert r2[0] < 0.1 and r2[1] > 0.8  # concatenated cannot fit the angle, additive can
 
 
 @needs_corpus
@@ -884,8 +913,9 @@ def test_report_builds_from_quick_studies(quick_studies, tmp_path):
     report = (tmp_path / "REPORT.md").read_text()
     for name in STUDIES:
         assert f"## {name} (quick scale)" in report
-        assert_png(tmp_path / "report" / f"{name}_quick_loss.png")
-        assert f"](report/{name}_quick_loss.png)" in report
+        plot = STUDIES[name][2][0]
+        assert_png(tmp_path / "report" / f"{name}_quick_{plot}.png")
+        assert f"](report/{name}_quick_{plot}.png)" in report
 
 
 if __name__ == "__main__":

@@ -104,8 +104,8 @@ def attend(q, k, v, window=0, impl="fast", dropout_p=0.0, gqa_scores="per_head")
     gqa_scores="group_sum" is the writeup's formula S_i = sum_j Q_(i,j) K_i^T / sqrt(d_k): the query heads of a
     group share one attention map. The score is linear in the query, so summing the group's queries first gives
     exactly that sum; every query head of the group then returns the group's output."""
-    if gqa_scores == "group_sum":
-        groups = q.size(1) // k.size(1)
+    groups = q.size(1) // k.size(1)
+    if gqa_scores == "group_sum" and groups > 1:
         y = IMPLEMENTATIONS[impl](reduce(q, "b (h g) t d -> b h t d", "sum", g=groups), k, v, window, dropout_p)
         return repeat(y, "b h t d -> b (h g) t d", g=groups)
     return IMPLEMENTATIONS[impl](q, k, v, window, dropout_p)

@@ -15,33 +15,12 @@ end of the generation (fp32); for a window they stay the same however many token
 import argparse
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.model import GPT  # noqa: E402
+from mingpt.bench import cache_bytes, generation_speed, gpt_mini  # noqa: E402
 from mingpt.utils import machine_info, write_csv  # noqa: E402
-
-
-def make_model(block_size, n_kv_head, window, rope):
-    C = GPT.get_default_config()
-    C.merge_from_dict(dict(vocab_size=65, block_size=block_size, n_kv_head=n_kv_head, window=window, rope=rope))
-    torch.manual_seed(0)
-    return GPT(C).eval()
-
-
-def cache_bytes(model, seq):
-    caches = model.new_caches()
-    context = seq if model.pos_emb == "none" else seq[:, -model.block_size:]
-    model(context, caches=caches)
-    return sum(c.nbytes() for c in caches)
-
-
-def tokens_per_s(model, prompt, new_tokens, use_cache):
-    t0 = time.perf_counter()
-    seq = model.generate(prompt, new_tokens, use_cache=use_cache)
-    return new_tokens / (time.perf_counter() - t0), seq
 
 
 def main():
@@ -64,10 +43,10 @@ def main():
     grid += [(b, False, max(args.kv_heads), w) for b in args.block_sizes for w in args.windows]
     prompt = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(0))
     for block_size, rope, n_kv_head, window in grid:
-        model = make_model(block_size, n_kv_head, window, rope)
+        model = gpt_mini(block_size=block_size, n_kv_head=n_kv_head, window=window, rope=rope)
         model.generate(prompt, 8)  # warm-up
-        cached, seq = tokens_per_s(model, prompt, args.new_tokens, True)
-        recompute, _ = tokens_per_s(model, prompt, args.new_tokens, False)
+        cached, seq = generation_speed(model, prompt, args.new_tokens, True)
+        recompute, _ = generation_speed(model, prompt, args.new_tokens, False)
         row = dict(block_size=block_size, pos="rope" if rope else "learned", n_kv_head=n_kv_head, window=window,
                    cached_tokens_per_s=cached, recompute_tokens_per_s=recompute, speedup=cached / recompute,
                    cache_bytes=cache_bytes(model, seq))

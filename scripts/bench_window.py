@@ -7,39 +7,16 @@ backward, across sequence lengths N and windows w, with torch's fused full causa
 
 Shapes are one sequence of gpt-mini's attention: 6 heads of 32 dims. Times are the median of --repeats runs
 after one warm-up; peak bytes come from torch.profiler's allocation records (mingpt.attention.profile_peak_memory).
+The measurement itself is mingpt.bench.window_attention_cost, which the window study uses too.
 """
 
 import argparse
 import os
-import statistics
 import sys
-import time
-
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory  # noqa: E402
+from mingpt.bench import window_attention_cost  # noqa: E402
 from mingpt.utils import machine_info, write_csv  # noqa: E402
-
-HEADS, HEAD_DIM = 6, 32
-
-
-def forward_backward(fn, n, *args):
-    q, k, v = (torch.randn(1, HEADS, n, HEAD_DIM, requires_grad=True) for _ in range(3))
-
-    def step():
-        fn(q, k, v, *args).sum().backward()
-    return step
-
-
-def time_ms(step, repeats):
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 def main():
@@ -51,7 +28,7 @@ def main():
     args = parser.parse_args()
 
     print(machine_info())
-    print(f"one sequence, {HEADS} heads x {HEAD_DIM} dims, fp32, forward+backward; median of {args.repeats}")
+    print(f"one sequence, 6 heads x 32 dims, fp32, forward+backward; median of {args.repeats}")
     rows = []
     header = f"{'N':>6} {'w':>5} | {'naive ms':>9} {'fast ms':>9} {'speed-up':>8} | {'naive MB':>9} {'fast MB':>8} " \
              f"{'mem ratio':>9} | {'sdpa causal ms':>14} {'sdpa MB':>8}"
@@ -59,14 +36,7 @@ def main():
     print("-" * len(header))
     for w in args.windows:
         for n in args.sizes:
-            naive = forward_backward(naive_attention, n, w)
-            fast = forward_backward(banded_attention, n, w)
-            sdpa = forward_backward(fast_attention, n, 0)
-            row = dict(N=n, window=w,
-                       naive_ms=time_ms(naive, args.repeats), fast_ms=time_ms(fast, args.repeats),
-                       sdpa_causal_ms=time_ms(sdpa, args.repeats),
-                       naive_peak_bytes=profile_peak_memory(naive), fast_peak_bytes=profile_peak_memory(fast),
-                       sdpa_causal_peak_bytes=profile_peak_memory(sdpa))
+            row = window_attention_cost(n, w, args.repeats)
             rows.append(row)
             mb = 2**20
             print(f"{n:>6} {w:>5} | {row['naive_ms']:>9.1f} {row['fast_ms']:>9.1f} "

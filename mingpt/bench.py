@@ -1,0 +1,66 @@
+"""
+Measurements shared by the benchmark scripts and the experiment studies: timing a step, attention forward +
+backward on random inputs, and generation speed and cache size.
+"""
+
+import statistics
+import time
+
+import torch
+
+from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory
+from mingpt.model import GPT
+
+
+def time_ms(step, repeats):
+    """Median wall time of `step()` in ms over `repeats` runs, after one warm-up run."""
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def attention_step(fn, n, *args, batch=1, heads=6, kv_heads=None, head_dim=32):
+    """A closure running forward + backward of the attention function `fn(q, k, v, *args)` on random inputs."""
+    q = torch.randn(batch, heads, n, head_dim, requires_grad=True)
+    k, v = (torch.randn(batch, kv_heads or heads, n, head_dim, requires_grad=True) for _ in range(2))
+
+    def step():
+        fn(q, k, v, *args).sum().backward()
+    return step
+
+
+def window_attention_cost(n, window, repeats=3):
+    """Naive vs banded sliding-window attention and full causal SDPA, forward + backward on one sequence of
+    gpt-mini's attention (6 heads x 32 dims): median ms and peak bytes of each."""
+    steps = {"naive": attention_step(naive_attention, n, window), "fast": attention_step(banded_attention, n, window),
+             "sdpa_causal": attention_step(fast_attention, n, 0)}
+    row = dict(N=n, window=window)
+    row.update({f"{name}_ms": time_ms(step, repeats) for name, step in steps.items()})
+    row.update({f"{name}_peak_bytes": profile_peak_memory(step) for name, step in steps.items()})
+    return row
+
+
+def gpt_mini(vocab_size=65, **settings):
+    """gpt-mini (6 layers, 6 query heads, n_embd 192) in eval mode with random weights and `settings`."""
+    C = GPT.get_default_config()
+    C.merge_from_dict(dict(vocab_size=vocab_size, **settings))
+    torch.manual_seed(0)
+    return GPT(C).eval()
+
+
+def generation_speed(model, prompt, new_tokens, use_cache):
+    """(tokens per second, generated sequence) for greedy generation."""
+    t0 = time.perf_counter()
+    seq = model.generate(prompt, new_tokens, use_cache=use_cache)
+    return new_tokens / (time.perf_counter() - t0), seq
+
+
+def cache_bytes(model, seq):
+    """Bytes of the KV caches after the model has read `seq` (what generating it leaves held)."""
+    caches = model.new_caches()
+    model(seq if model.pos_emb == "none" else seq[:, -model.block_size:], caches=caches)
+    return sum(c.nbytes() for c in caches)

@@ -1,0 +1,76 @@
+"""
+Study 3, gqa_cost: what grouped-query attention saves, for n_kv_head in {1, 2, 3, 6} with 6 query heads.
+
+- attention time (ms) per layer and iteration, from the trainer's probe over a short training run;
+- attention memory (MB): on CUDA the course's allocator probe (memory the attention core keeps for backward);
+  on CPU the peak allocations of the naive attention core at the training shapes, measured with
+  torch.profiler, for LLaMA's per-head scores and for the writeup's summed group scores (one map per kv head);
+- KV-cache bytes per sequence and generation tokens/s with the cache (RoPE model, mingpt.bench).
+
+    python scripts/study_gqa_cost.py --scale quick|cpu|full
+"""
+
+import os
+import sys
+
+import matplotlib.pyplot as plt
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mingpt.attention import attend, profile_peak_memory  # noqa: E402
+from mingpt.bench import cache_bytes, generation_speed, gpt_mini  # noqa: E402
+from mingpt.study import Study, study_args  # noqa: E402
+
+KV_HEADS = [1, 2, 3, 6]
+
+
+def core_peak_mb(batch, block, n_kv_head, gqa_scores, n_query_head=6, head_dim=32):
+    q = torch.randn(batch, n_query_head, block, head_dim)
+    k, v = torch.randn(batch, n_kv_head, block, head_dim), torch.randn(batch, n_kv_head, block, head_dim)
+    return profile_peak_memory(lambda: attend(q, k, v, impl="naive", gqa_scores=gqa_scores)) / 2**20
+
+
+def main(argv=None):
+    args = study_args(__doc__, argv)
+    study = Study("gqa_cost", args.scale, args.out, args.wandb)
+    new_tokens = 50 if args.scale == "quick" else 500
+    rows = []
+    for n_kv in KV_HEADS:
+        trainer = study.train(f"n_kv_head={n_kv}", [f"--model.n_kv_head={n_kv}", "--model.attn_impl=naive",
+                                                    "--model.n_query_head=6"], course_iters=200)
+        logs, C = trainer.logs, trainer.config
+        block = trainer.train_dataset.get_block_size()
+        row = {"n_kv_head": n_kv, "attention_ms": sum(logs["attention_computation_time"][1:]) /
+               max(1, len(logs["attention_computation_time"]) - 1)}
+        if logs["attention_computation_memory"]:
+            row["attention_mb_cuda_probe"] = sum(logs["attention_computation_memory"]) / len(
+                logs["attention_computation_memory"])
+        row["attention_peak_mb_per_head"] = core_peak_mb(C.batch_size, block, n_kv, "per_head")
+        row["attention_peak_mb_group_sum"] = core_peak_mb(C.batch_size, block, n_kv, "group_sum")
+        model = gpt_mini(block_size=128, n_kv_head=n_kv, rope=True)
+        prompt = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(0))
+        speed, seq = generation_speed(model, prompt, new_tokens, use_cache=True)
+        row["kv_cache_bytes"] = cache_bytes(model, seq)
+        row["cached_tokens_per_s"] = speed
+        rows.append(row)
+    study.save_csv("cost", rows)
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [("attention_ms", "attention time per layer (ms)"),
+              ("attention_peak_mb_per_head", "attention core peak memory (MB)"),
+              ("kv_cache_bytes", "KV cache per sequence (KB)"), ("cached_tokens_per_s", "generation (tokens/s)")]
+    for ax, (key, label) in zip(axes.flat, panels):
+        values = [r[key] / (1024 if key == "kv_cache_bytes" else 1) for r in rows]
+        ax.plot(KV_HEADS, values, "o-", label="per-head scores" if "peak" in key else None)
+        if "peak" in key:
+            ax.plot(KV_HEADS, [r["attention_peak_mb_group_sum"] for r in rows], "s--", label="summed group scores")
+            ax.legend(fontsize=8)
+        ax.set(xlabel="n_kv_head (of 6 query heads)", ylabel=label, xticks=KV_HEADS)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Cost of grouped-query attention ({args.scale} scale, {trainer.device})")
+    study.save_figure(fig, "cost")
+    study.finish()
+
+
+if __name__ == "__main__":
+    main()

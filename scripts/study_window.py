@@ -1,0 +1,52 @@
+"""
+Study 5, window: time and memory of the writeup's naive sliding-window attention against the banded fast path
+across sequence lengths N and windows w (forward + backward, from mingpt.bench), and the training loss of
+models with windows of 16, 32 and 64 tokens against full causal attention at equal iterations.
+
+    python scripts/study_window.py --scale quick|cpu|full
+"""
+
+import os
+import sys
+
+import matplotlib.pyplot as plt
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mingpt.bench import window_attention_cost  # noqa: E402
+from mingpt.study import Study, compare_runs, study_args  # noqa: E402
+
+SIZES = {"quick": [128, 256], "cpu": [512, 1024, 2048, 4096], "full": [512, 1024, 2048, 4096, 8192]}
+WINDOWS = {"quick": [16], "cpu": [64, 256], "full": [64, 256]}
+
+
+def main(argv=None):
+    args = study_args(__doc__, argv)
+    study = Study("window", args.scale, args.out, args.wandb)
+    rows = [window_attention_cost(n, w, repeats=1 if args.scale == "quick" else 3)
+            for w in WINDOWS[args.scale] for n in SIZES[args.scale]]
+    study.save_csv("cost", rows)
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
+    for w in WINDOWS[args.scale]:
+        sel = [r for r in rows if r["window"] == w]
+        ns = [r["N"] for r in sel]
+        for kind, style in (("naive", "o-"), ("fast", "s-")):
+            ax_t.plot(ns, [r[f"{kind}_ms"] for r in sel], style, label=f"{kind}, w={w}")
+            ax_m.plot(ns, [r[f"{kind}_peak_bytes"] / 2**20 for r in sel], style, label=f"{kind}, w={w}")
+    ax_t.plot(ns, [r["sdpa_causal_ms"] for r in sel], "k--", label="SDPA full causal")
+    for ax, label in ((ax_t, "forward + backward time (ms)"), (ax_m, "peak memory (MB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Sliding-window attention, naive vs banded ({args.scale} scale)")
+    study.save_figure(fig, "cost")
+    variants = {"full causal": [], "w=64": ["--model.window=64"], "w=32": ["--model.window=32"],
+                "w=16": ["--model.window=16"]}
+    _, final = compare_runs(study, variants, "Training loss of sliding-window models")
+    study.finish({"final": final})
+
+
+if __name__ == "__main__":
+    main()
