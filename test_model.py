@@ -176,6 +176,9 @@ def test_dataset_split_and_round_trip():
         assert window in val_text and ds.vocab.decode(row_y)[:-1] == window[1:]
     with pytest.raises(UserError, match="not in the vocabulary"):
         ds.vocab.encode("Zebra~")
+    x0, y0 = ds[5]  # minGPT's Dataset interface: the training text from index 5
+    assert "".join(ds.itos[int(i)] for i in x0) == text[5:13] and ds.stoi[text[6]] == int(y0[0])
+    assert len(ds) == len(train) - 8
 
 
 def test_dataset_too_short(tmp_path):

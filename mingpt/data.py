@@ -86,11 +86,27 @@ class CharDataset:
                                 f"{config.block_size}+1; use a longer text or a smaller --data.block_size")
         self._offsets = torch.arange(config.block_size + 1)
 
+    @property
+    def stoi(self):
+        return self.vocab.stoi
+
+    @property
+    def itos(self):
+        return self.vocab.itos
+
     def get_vocab_size(self):
         return len(self.vocab)
 
     def get_block_size(self):
         return self.config.block_size
+
+    def __len__(self):
+        return len(self.splits["train"]) - self.config.block_size
+
+    def __getitem__(self, idx):
+        """minGPT's interface: the training window starting at idx, as (x, y) of block_size ids each."""
+        chunk = self.splits["train"][idx:idx + self.config.block_size + 1]
+        return chunk[:-1], chunk[1:]
 
     def get_batch(self, split, batch_size, generator=None):
         """x, y of shape (batch_size, block_size): random windows of `split`, y shifted by one character."""

@@ -89,20 +89,21 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
+        # settings newer than the course's config fall back to plain causal multi-head attention when absent
         self.n_query_head = config.n_query_head
-        self.n_kv_head = config.n_kv_head
+        self.n_kv_head = getattr(config, "n_kv_head", config.n_query_head)
         self.head_dim = config.n_embd // config.n_query_head
         self.q_proj = nn.Linear(config.n_embd, config.n_embd)
         self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
         self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
         self.out_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.rope = config.rope
+        self.rope = getattr(config, "rope", False)
         if self.rope:
             self.query_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
             self.key_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
-        self.window = config.window
-        self.attn_impl = config.attn_impl
-        self.gqa_scores = config.gqa_scores
+        self.window = getattr(config, "window", 0)
+        self.attn_impl = getattr(config, "attn_impl", "fast")
+        self.gqa_scores = getattr(config, "gqa_scores", "per_head")
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
