@@ -79,6 +79,8 @@ def main(argv=None):
         im = axes[1, col].imshow(unit @ unit.T, cmap="viridis", vmin=-1, vmax=1)
         axes[1, col].set(title=f"{name}: cosine similarity of positions", xlabel="position", ylabel="position")
         fig.colorbar(im, ax=axes[1, col])
+    fig.suptitle(f"Absolute position tables, {trained_at} positions x {learned.size(1)} dimensions "
+                 f"({args.scale} scale)")
     study.save_figure(fig, "tables")
     study.finish({"final": final})
 
