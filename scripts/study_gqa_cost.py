@@ -54,22 +54,27 @@ def main(argv=None):
         row["cached_tokens_per_s"] = speed
         rows.append(row)
     study.save_csv("cost", rows)
+    study.save_figure(cost_figure(rows, f"{args.scale} scale, {trainer.device}"), "cost")
+    study.finish()
 
+
+def cost_figure(rows, label):
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     panels = [("attention_ms", "attention time per layer (ms)"),
               ("attention_peak_mb_per_head", "attention core peak memory (MB)"),
               ("kv_cache_bytes", "KV cache per sequence (KB)"), ("cached_tokens_per_s", "generation (tokens/s)")]
-    for ax, (key, label) in zip(axes.flat, panels):
-        values = [r[key] / (1024 if key == "kv_cache_bytes" else 1) for r in rows]
+    for ax, (key, ylabel) in zip(axes.flat, panels):
+        values = [float(r[key]) / (1024 if key == "kv_cache_bytes" else 1) for r in rows]
         ax.plot(KV_HEADS, values, "o-", label="per-head scores" if "peak" in key else None)
         if "peak" in key:
-            ax.plot(KV_HEADS, [r["attention_peak_mb_group_sum"] for r in rows], "s--", label="summed group scores")
+            ax.plot(KV_HEADS, [float(r["attention_peak_mb_group_sum"]) for r in rows], "s--",
+                    label="summed group scores")
             ax.legend(fontsize=8)
-        ax.set(xlabel="n_kv_head (of 6 query heads)", ylabel=label, xticks=KV_HEADS)
+        ax.set(xlabel="n_kv_head (of 6 query heads)", ylabel=ylabel, xticks=KV_HEADS)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"Cost of grouped-query attention ({args.scale} scale, {trainer.device})")
-    study.save_figure(fig, "cost")
-    study.finish()
+    fig.suptitle(f"Cost of grouped-query attention ({label})")
+    return fig
 
 
 if __name__ == "__main__":
