@@ -9,8 +9,9 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
+
+from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mingpt.utils import save_text  # noqa: E402
@@ -19,7 +20,7 @@ TABLES = ("final.csv", "cost.csv", "length.csv", "checks.csv")
 
 
 def cell(text):
-    """Floats to 4 significant digits; integers and words as they are."""
+    """Floats to 4 significant digits; integers and words as they are (with | escaped for markdown)."""
     try:
         int(text)
         return text
@@ -28,7 +29,7 @@ def cell(text):
     try:
         return f"{float(text):.4g}"
     except ValueError:
-        return text
+        return text.replace("|", "\\|")
 
 
 def markdown_table(path):
@@ -69,7 +70,9 @@ def main(argv=None):
                 out += [markdown_table(os.path.join(folder, table)), ""]
         for png in sorted(f for f in os.listdir(folder) if f.endswith(".png")):
             target = f"{name}_{info['scale']}_{png}"
-            shutil.copyfile(os.path.join(folder, png), os.path.join(figures, target))
+            # a 256-colour palette keeps the committed plots small and looks the same
+            Image.open(os.path.join(folder, png)).convert("RGB").quantize(256).save(os.path.join(figures, target),
+                                                                                 optimize=True)
             out += [f"![{name}: {png[:-4]} ({info['scale']} scale)](report/{target})", ""]
         if os.path.exists(os.path.join(folder, "samples.md")):
             with open(os.path.join(folder, "samples.md")) as f:
