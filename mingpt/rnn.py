@@ -52,13 +52,21 @@ class ElmanRNN(nn.Module):
         self.W_yh = nn.Parameter(torch.randn(output_size, hidden_size) * scale)
         self.b_y = nn.Parameter(torch.zeros(output_size))
 
+    def drive(self, x):
+        """W_hx x_t + b_h for all steps at once: (B, T, input_size) -> (B, T, hidden_size)."""
+        return x @ self.W_hx.T + self.b_h
+
+    def step(self, h, drive_t):
+        """One recurrence step: h_t from h_(t-1) (B, hidden) and that step's drive (B, hidden)."""
+        return self.activation(h @ self.W_hh.T + drive_t)
+
     def forward(self, x, h0=None):
         B, T, _ = x.shape
         h = x.new_zeros(B, self.hidden_size) if h0 is None else h0
-        drive = x @ self.W_hx.T + self.b_h  # (B, T, hidden): the input's part, for all steps at once
+        drive = self.drive(x)
         hs = []
         for t in range(T):
-            h = self.activation(h @ self.W_hh.T + drive[:, t])
+            h = self.step(h, drive[:, t])
             hs.append(h)
         h = torch.stack(hs, dim=1)  # (B, T, hidden)
         y = h @ self.W_yh.T + self.b_y
@@ -153,12 +161,10 @@ class BiRNNLM(RecurrentLM):
         B, T, H = x.shape
         t = torch.arange(T, device=x.device)
         g = x.new_zeros(B, T, H)
-        drive = x @ self.backward_rnn.W_hx.T + self.backward_rnn.b_h  # (B, T, H)
+        drive = self.backward_rnn.drive(x)  # (B, T, H)
         for s in range(T):
             active = (t >= s)[None, :, None]  # prefixes ending at t have a token x_(t-s)
-            src = (t - s).clamp(min=0)
-            step = self.backward_rnn.activation(g @ self.backward_rnn.W_hh.T + drive[:, src])
-            g = torch.where(active, step, g)
+            g = torch.where(active, self.backward_rnn.step(g, drive[:, (t - s).clamp(min=0)]), g)
         return torch.cat([f, g], dim=-1)
 
     def logits(self, idx):
