@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mingpt.attention import attend, attention_mask, banded_attention, naive_attention, profile_peak_memory, \
-    timed_attend, window_block_size
+from mingpt.attention import attend, attention_mask, banded_attention, fast_attention, naive_attention, \
+    profile_peak_memory, timed_attend, window_block_size
 from mingpt.data import CharDataset, Vocabulary, read_text
 from mingpt.model import GPT, CausalSelfAttention, GroupedQueryAttention, RotaryPositionalEmbeddings, \
     sample_next, sinusoidal_table
@@ -471,6 +471,22 @@ def test_naive_and_fast_agree(window, T, rope, n_kv_head):
     torch.testing.assert_close(gx_fast, gx_naive, rtol=1e-4, atol=1e-5)
     for a, b in zip(gw_fast, gw_naive):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2, 3, 6])
+@pytest.mark.parametrize("window, T_k", [(0, 1), (0, 37), (8, 5), (8, 37)])
+def test_single_query_attention_matches_loop(n_kv_head, window, T_k):
+    """Decoding one token (the query is the newest of T_k positions) against a loop over query heads that reads
+    key/value head i // (6 // n_kv_head) with the window mask."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 6, 1, 8), torch.randn(2, n_kv_head, T_k, 8), torch.randn(2, n_kv_head, T_k, 8)
+    visible = attention_mask(1, T_k, window)[0]
+    expected = torch.empty_like(q)
+    for i in range(6):
+        kv = i // (6 // n_kv_head)
+        scores = (k[:, kv, visible] @ q[:, i, 0, :, None])[..., 0] / math.sqrt(8)  # (2, visible keys)
+        expected[:, i, 0] = (scores.softmax(-1)[..., None] * v[:, kv, visible]).sum(1)
+    torch.testing.assert_close(fast_attention(q, k, v, window), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_banded_equals_sdpa_with_mask():

@@ -87,12 +87,18 @@ def fast_attention(q, k, v, window=0, dropout_p=0.0):
     hides = window and window // 2 < T_k - 1  # the window hides some earlier key from some query
     if hides and T_q == T_k:
         return banded_attention(q, k, v, window, dropout_p)
+    if T_q == 1 and not hides:
+        # decoding one token: a group's query heads become query rows against their shared key/value head,
+        # one small attention per kv head (cheaper than SDPA's enable_gqa at this size)
+        B, n_q, _, hd = q.shape
+        rows = q.reshape(B, k.size(1), n_q // k.size(1), hd)  # (B, nkv, group, hd)
+        return F.scaled_dot_product_attention(rows, k, v, dropout_p=dropout_p).reshape(B, n_q, 1, hd)
     mask = None
     if hides or 1 < T_q < T_k:
         mask = attention_mask(T_q, T_k, window, q.device)
-    # T_q == T_k is plain causal; a single query (decoding) with nothing hidden sees every key
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                          is_causal=mask is None and T_q > 1, enable_gqa=q.size(1) != k.size(1))
+    # T_q == T_k is plain causal
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None,
+                                          enable_gqa=q.size(1) != k.size(1))
 
 
 IMPLEMENTATIONS = {"naive": naive_attention, "fast": fast_attention}
@@ -117,8 +123,9 @@ class KVCache:
     the generation runs. A window w needs capacity w//2 + 1 (a token and the w//2 before it); a model with full
     attention gets the context it may look at (block_size)."""
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, projection=None):
         self.capacity = capacity
+        self.projection = projection  # the layer's fused (q, k, v) projection (weight, bias), see new_cache
         self.k = self.v = None
         self.pos = 0  # absolute position of the next token
 
@@ -136,10 +143,12 @@ class KVCache:
             self.k, self.v = k.new_empty(shape), v.new_empty(shape)
         if T == 1:  # decoding: one write into the ring; a single query may see every slot, in any order
             slot = self.pos % self.capacity
-            self.k[:, :, slot], self.v[:, :, slot] = k[:, :, 0], v[:, :, 0]
+            self.k.narrow(2, slot, 1).copy_(k)  # narrow + copy_: the cheapest write, it runs every token
+            self.v.narrow(2, slot, 1).copy_(v)
             self.pos += 1
-            n = min(self.pos, self.capacity)
-            return self.k[:, :, :n], self.v[:, :, :n]
+            if self.pos >= self.capacity:
+                return self.k, self.v
+            return self.k.narrow(2, 0, self.pos), self.v.narrow(2, 0, self.pos)
         keep = min(self.pos, self.capacity - 1)
         k_all = torch.cat([self._newest(self.k, keep), k], dim=2)
         v_all = torch.cat([self._newest(self.v, keep), v], dim=2)

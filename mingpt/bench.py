@@ -7,6 +7,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory
 from mingpt.model import GPT
@@ -52,11 +53,33 @@ def gpt_mini(vocab_size=65, **settings):
     return GPT(C).eval()
 
 
-def generation_speed(model, prompt, new_tokens, use_cache):
-    """(tokens per second, generated sequence) for greedy generation."""
-    t0 = time.perf_counter()
-    seq = model.generate(prompt, new_tokens, use_cache=use_cache)
-    return new_tokens / (time.perf_counter() - t0), seq
+def generation_speed(model, prompt, new_tokens, use_cache, repeats=1):
+    """(tokens per second, generated sequence) for greedy generation; the median over `repeats` runs."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        seq = model.generate(prompt, new_tokens, use_cache=use_cache)
+        times.append(time.perf_counter() - t0)
+    return new_tokens / statistics.median(times), seq
+
+
+def matvec_ms(model, repeats=200):
+    """ms per token of the matrix-vector products alone that a decoding step makes (every Linear weight of the
+    model, the q/k/v ones stacked as the cache stacks them): a lower bound for a cached step, as each token has
+    to read all the weights."""
+    weights = []
+    for block in model.transformer.h:
+        weights += [block.attn.new_cache(1).projection, (block.attn.out_proj.weight, block.attn.out_proj.bias),
+                    (block.mlp.c_fc.weight, block.mlp.c_fc.bias), (block.mlp.c_proj.weight, block.mlp.c_proj.bias)]
+    weights.append((model.lm_head.weight, None))
+    inputs = {w.size(1): torch.randn(1, 1, w.size(1)) for w, _ in weights}
+
+    @torch.inference_mode()
+    def step():
+        for w, b in weights:
+            F.linear(inputs[w.size(1)], w, b)
+    step()
+    return time_ms(step, repeats)
 
 
 def cache_bytes(model, seq):

@@ -22,7 +22,6 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
-from einops import rearrange
 from torch.nn import functional as F
 
 from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
@@ -50,8 +49,6 @@ class RotaryPositionalEmbeddings(nn.Module):
         self.register_buffer("sin_cached", torch.empty(0, d), persistent=False)
 
     def _build_cache(self, length):
-        if self.cos_cached.size(0) >= length:
-            return
         length = max(length, 2 * self.cos_cached.size(0))  # grow geometrically: decoding adds one position a step
         with torch.inference_mode(False):  # a cache grown while generating must still serve training
             m = torch.arange(1, length + 1, dtype=self.theta.dtype, device=self.theta.device)
@@ -63,9 +60,10 @@ class RotaryPositionalEmbeddings(nn.Module):
             self.cos_cached, self.sin_cached = angles.cos(), angles.sin() * sign
 
     def forward(self, x, offset=0):
-        T = x.size(-2)
-        self._build_cache(offset + T)
-        cos, sin = self.cos_cached[offset:offset + T], self.sin_cached[offset:offset + T]
+        end = offset + x.size(-2)
+        if end > self.cos_cached.size(0):
+            self._build_cache(end)
+        cos, sin = self.cos_cached[offset:end], self.sin_cached[offset:end]
         if cos.dtype != x.dtype:
             cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         return torch.addcmul(x * cos, x.roll(self.d // 2, dims=-1), sin)
@@ -111,25 +109,45 @@ class CausalSelfAttention(nn.Module):
         self.probe_time_ms = self.probe_memory_mb = None
 
     def new_cache(self, context):
-        """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions."""
-        return KVCache(self.window // 2 + 1 if self.window else context)
+        """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions. It
+        also carries q_proj, k_proj and v_proj stacked into one projection for `project_decoding`; the weights
+        stay fixed while a generation runs (inference mode)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        projection = torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
+        return KVCache(self.window // 2 + 1 if self.window else context, projection)
+
+    def project_decoding(self, x, cache):
+        """The rotated queries and keys and the values of x (B, T, n_embd), positions after those cached: what
+        forward computes, in fewer calls. A decoding step is a few tiny matmuls whose cost is mostly the call,
+        so one matmul makes q, k and v, and one rotation serves queries and keys (the two rotary modules are
+        the same function)."""
+        B, T, _ = x.size()
+        nq, nkv = self.n_query_head, self.n_kv_head
+        qkv = F.linear(x, *cache.projection).view(B, T, nq + 2 * nkv, self.head_dim).transpose(1, 2)
+        qk, v = qkv.split_with_sizes([nq + nkv, nkv], dim=1)  # (B, nq + nkv, T, hd), (B, nkv, T, hd)
+        if self.rope:
+            qk = self.query_rotary_pe(qk, cache.pos)
+        q, k = qk.split_with_sizes([nq, nkv], dim=1)
+        return q, k, v
 
     def forward(self, x, cache=None):
         """x (B, T, n_embd) -> (B, T, n_embd). With a cache, x holds the T positions after those cached."""
-        q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_query_head)  # (B, nq, T, hd)
-        k = rearrange(self.k_proj(x), "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, nkv, T, hd)
-        v = rearrange(self.v_proj(x), "b t (h d) -> b h t d", h=self.n_kv_head)  # (B, nkv, T, hd)
-        offset = 0 if cache is None else cache.pos
-        if self.rope:
-            q, k = self.query_rotary_pe(q, offset), self.key_rotary_pe(k, offset)
-        if cache is not None:
+        B, T, C = x.size()
+        if cache is None:
+            q = self.q_proj(x).view(B, T, self.n_query_head, self.head_dim).transpose(1, 2)  # (B, nq, T, hd)
+            k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+            v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+            if self.rope:
+                q, k = self.query_rotary_pe(q), self.key_rotary_pe(k)
+        else:
+            q, k, v = self.project_decoding(x, cache)
             k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
         args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
         if self.probe:
             y, self.probe_time_ms, self.probe_memory_mb = timed_attend(*args)
         else:
             y = attend(*args)
-        y = rearrange(y, "b h t d -> b t (h d)")  # re-assemble all head outputs side by side
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.out_proj(y))
 
 

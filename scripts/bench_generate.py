@@ -9,7 +9,9 @@ The models use RoPE (no position table), so the cached path can decode past bloc
 rows marked `learned` use minGPT's position table, which crops the context to block_size and recomputes it once
 the sequence is longer. Weights are random: speed and cache size do not depend on them. Without the cache every
 step recomputes the whole context (the last block_size tokens). Cache bytes are those held per sequence at the
-end of the generation (fp32); for a window they stay the same however many tokens are generated.
+end of the generation (fp32); for a window they stay the same however many tokens are generated. matvec-only is
+the speed a cached step would have if it did nothing but its matrix-vector products (mingpt.bench.matvec_ms):
+the ceiling set by reading every weight once per token.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.bench import cache_bytes, generation_speed, gpt_mini  # noqa: E402
+from mingpt.bench import cache_bytes, generation_speed, gpt_mini, matvec_ms  # noqa: E402
 from mingpt.utils import machine_info, write_csv  # noqa: E402
 
 
@@ -29,13 +31,15 @@ def main():
     parser.add_argument("--kv-heads", type=int, nargs="+", default=[1, 2, 3, 6])
     parser.add_argument("--windows", type=int, nargs="+", default=[0, 32])
     parser.add_argument("--new-tokens", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3, help="each speed is the median of this many runs")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     args = parser.parse_args()
 
     print(machine_info())
-    print(f"greedy generation of {args.new_tokens} tokens from a 10-token prompt, batch 1, fp32")
+    print(f"greedy generation of {args.new_tokens} tokens from a 10-token prompt, batch 1, fp32, "
+          f"median of {args.repeats} runs")
     header = f"{'block':>5} {'pos':>7} {'n_kv':>4} {'window':>6} | {'cached tok/s':>12} {'recompute tok/s':>15} " \
-             f"{'speed-up':>8} | {'cache bytes':>11}"
+             f"{'speed-up':>8} | {'matvec-only tok/s':>17} | {'cache bytes':>11}"
     print(header)
     print("-" * len(header))
     rows = []
@@ -45,14 +49,15 @@ def main():
     for block_size, rope, n_kv_head, window in grid:
         model = gpt_mini(block_size=block_size, n_kv_head=n_kv_head, window=window, rope=rope)
         model.generate(prompt, 8)  # warm-up
-        cached, seq = generation_speed(model, prompt, args.new_tokens, True)
-        recompute, _ = generation_speed(model, prompt, args.new_tokens, False)
+        cached, seq = generation_speed(model, prompt, args.new_tokens, True, args.repeats)
+        recompute, _ = generation_speed(model, prompt, args.new_tokens, False, args.repeats)
         row = dict(block_size=block_size, pos="rope" if rope else "learned", n_kv_head=n_kv_head, window=window,
                    cached_tokens_per_s=cached, recompute_tokens_per_s=recompute, speedup=cached / recompute,
-                   cache_bytes=cache_bytes(model, seq))
+                   matvec_only_tokens_per_s=1000 / matvec_ms(model), cache_bytes=cache_bytes(model, seq))
         rows.append(row)
         print(f"{block_size:>5} {row['pos']:>7} {n_kv_head:>4} {window:>6} | {cached:>12.0f} {recompute:>15.0f} "
-              f"{row['speedup']:>7.1f}x | {row['cache_bytes']:>11,}", flush=True)
+              f"{row['speedup']:>7.1f}x | {row['matvec_only_tokens_per_s']:>17.0f} | {row['cache_bytes']:>11,}",
+              flush=True)
     if args.csv:
         write_csv(rows, args.csv)
 

@@ -2,7 +2,9 @@
 Gather every study in out/experiments/ into REPORT.md: for each, its scale, the machine and torch version, the
 table of final numbers, its plots (copied to report/ so they can be committed) and the exact commands.
 
-    python scripts/report.py [--experiments out/experiments] [--report REPORT.md]
+    python scripts/report.py [--experiments out/experiments [out/experiments_full ...]] [--report REPORT.md]
+
+Several folders (one per scale, say, from the studies' --out) give each study a section per folder.
 """
 
 import argparse
@@ -43,23 +45,23 @@ def markdown_table(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--experiments", default="out/experiments")
+    parser.add_argument("--experiments", nargs="+", default=["out/experiments"])
     parser.add_argument("--report", default="REPORT.md")
     args = parser.parse_args(argv)
     report_dir = os.path.dirname(os.path.abspath(args.report))
     figures = os.path.join(report_dir, "report")
     os.makedirs(figures, exist_ok=True)
-    studies = sorted(d for d in os.listdir(args.experiments)
-                     if os.path.isfile(os.path.join(args.experiments, d, "study.json"))) \
-        if os.path.isdir(args.experiments) else []
-    if not studies:
-        raise SystemExit(f"no studies in {args.experiments}: run scripts/study_*.py first")
+    folders = [os.path.join(root, d) for root in args.experiments if os.path.isdir(root)
+               for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "study.json"))]
+    if not folders:
+        raise SystemExit(f"no studies in {' '.join(args.experiments)}: run scripts/study_*.py first")
     out = ["# Experiment report", "",
-           f"Built by `python scripts/report.py` from {len(studies)} studies in `{args.experiments}`. "
-           "Each section names its scale: `quick` is a smoke test, `cpu` the course's protocol shrunk for a "
-           "2-core machine (see its note), `full` the course's settings.", ""]
-    for name in studies:
-        folder = os.path.join(args.experiments, name)
+           f"Built by `python scripts/report.py` from {len(folders)} study runs in "
+           f"{', '.join(f'`{root}`' for root in args.experiments)}. Each section names its scale: `quick` is a "
+           "smoke test, `cpu` the course's protocol shrunk for a 2-core machine (see its note), `full` the "
+           "course's settings.", ""]
+    for folder in sorted(folders, key=lambda f: (os.path.basename(f), f)):
+        name = os.path.basename(folder)
         with open(os.path.join(folder, "study.json")) as f:
             info = json.load(f)
         out += [f"## {name} ({info['scale']} scale)", "",
@@ -80,7 +82,7 @@ def main(argv=None):
         with open(os.path.join(folder, "commands.txt")) as f:
             out += ["Commands:", "", "```", f.read().rstrip(), "```", ""]
     save_text("\n".join(out), args.report)
-    print(f"wrote {args.report} ({len(studies)} studies)")
+    print(f"wrote {args.report} ({len(folders)} study runs)")
 
 
 if __name__ == "__main__":
