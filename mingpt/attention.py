@@ -146,9 +146,8 @@ class KVCache:
             self.k.narrow(2, slot, 1).copy_(k)  # narrow + copy_: the cheapest write, it runs every token
             self.v.narrow(2, slot, 1).copy_(v)
             self.pos += 1
-            if self.pos >= self.capacity:
-                return self.k, self.v
-            return self.k.narrow(2, 0, self.pos), self.v.narrow(2, 0, self.pos)
+            n = min(self.pos, self.capacity)
+            return self.k.narrow(2, 0, n), self.v.narrow(2, 0, n)
         keep = min(self.pos, self.capacity - 1)
         k_all = torch.cat([self._newest(self.k, keep), k], dim=2)
         v_all = torch.cat([self._newest(self.v, keep), v], dim=2)
