@@ -129,6 +129,10 @@ class KVCache:
         self.k = self.v = None
         self.pos = 0  # absolute position of the next token
 
+    def reset(self):
+        """Forget every position; the buffers stay allocated for the next sequence of the same shape."""
+        self.pos = 0
+
     def _newest(self, buf, n):
         """The newest n cached positions, oldest first."""
         ordered = buf[:, :, :self.pos] if self.pos <= self.capacity else buf.roll(-(self.pos % self.capacity), 2)

@@ -7,6 +7,7 @@ import statistics
 import time
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory
@@ -67,11 +68,10 @@ def matvec_ms(model, repeats=200):
     """ms per token of the matrix-vector products alone that a decoding step makes (every Linear weight of the
     model, the q/k/v ones stacked as the cache stacks them): a lower bound for a cached step, as each token has
     to read all the weights."""
-    weights = []
-    for block in model.transformer.h:
-        weights += [block.attn.new_cache(1).projection, (block.attn.out_proj.weight, block.attn.out_proj.bias),
-                    (block.mlp.c_fc.weight, block.mlp.c_fc.bias), (block.mlp.c_proj.weight, block.mlp.c_proj.bias)]
-    weights.append((model.lm_head.weight, None))
+    attention = model.attention_modules()
+    stacked = {id(p) for a in attention for p in (a.q_proj, a.k_proj, a.v_proj)}
+    weights = [a.new_cache(1).projection for a in attention]
+    weights += [(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in stacked]
     inputs = {w.size(1): torch.randn(1, 1, w.size(1)) for w, _ in weights}
 
     @torch.inference_mode()

@@ -323,14 +323,15 @@ class GPT(nn.Module):
                use_cache=True, generator=None):
         """Yield max_new_tokens next tokens, each (b, 1), for the sequence idx (b, t), as `generate` describes."""
         check_sampling(temperature, top_k, top_p)
-        caches = None
+        caches = self.new_caches() if use_cache else None
         for _ in range(max_new_tokens):
             # a model without a position table decodes on with its rolling caches past block_size; a table model
             # then crops the context to the last block_size tokens and recomputes it, as minGPT does
-            if caches is not None and (self.pos_emb == "none" or caches[0].pos < self.block_size):
+            if caches and 0 < caches[0].pos and (self.pos_emb == "none" or caches[0].pos < self.block_size):
                 logits, _ = self(idx[:, -1:], caches=caches)
             else:
-                caches = self.new_caches() if use_cache else None
+                for cache in caches or ():
+                    cache.reset()
                 logits, _ = self(idx[:, -self.block_size:], caches=caches)
             idx_next = sample_next(logits[:, -1, :], temperature, do_sample, top_k, top_p, generator)
             idx = torch.cat((idx, idx_next), dim=1)
