@@ -69,9 +69,9 @@ def matvec_ms(model, repeats=200):
     model, the q/k/v ones stacked as the cache stacks them): a lower bound for a cached step, as each token has
     to read all the weights."""
     attention = model.attention_modules()
-    stacked = {id(p) for a in attention for p in (a.q_proj, a.k_proj, a.v_proj)}
+    stacked = {m for a in attention for m in (a.q_proj, a.k_proj, a.v_proj)}
     weights = [a.new_cache(1).projection for a in attention]
-    weights += [(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in stacked]
+    weights += [(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m not in stacked]
     inputs = {w.size(1): torch.randn(1, 1, w.size(1)) for w, _ in weights}
 
     @torch.inference_mode()

@@ -325,8 +325,9 @@ class GPT(nn.Module):
         check_sampling(temperature, top_k, top_p)
         caches = self.new_caches() if use_cache else None
         for _ in range(max_new_tokens):
-            # a model without a position table decodes on with its rolling caches past block_size; a table model
-            # then crops the context to the last block_size tokens and recomputes it, as minGPT does
+            # the first step reads the whole prompt into the caches; a model without a position table then decodes
+            # on with its rolling caches past block_size, while a table model crops the context to the last
+            # block_size tokens and recomputes it (into emptied caches), as minGPT does
             if caches and 0 < caches[0].pos and (self.pos_emb == "none" or caches[0].pos < self.block_size):
                 logits, _ = self(idx[:, -1:], caches=caches)
             else:
