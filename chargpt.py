@@ -31,7 +31,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint in the work_dir is intact", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -16,7 +16,10 @@ Two implementations give the same numbers:
   time and memory grow as T * w rather than T^2.
 """
 
+import contextlib
 import math
+import os
+import sys
 import time
 
 import torch
@@ -183,12 +186,32 @@ def timed_attend(*args, **kwargs):
     return y, elapsed_ms, memory_mb
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for a moment: the only way to quiet what C++ code prints there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profile_peak_memory(fn, *args):
     """Peak bytes allocated above the starting point while `fn(*args)` runs, on CPU too, where torch keeps no
     allocator counter: torch.profiler records each op's own net allocation and the frees between ops; their
     running sum in time order is the memory held, and its maximum is the peak."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with native_stderr_silenced():  # the profiler's C++ side prints "USDT: profiler_start/stop" lines there
+        prof.start()
+    try:
         fn(*args)
+    finally:
+        with native_stderr_silenced():
+            prof.stop()
     current = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
         current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage

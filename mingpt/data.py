@@ -9,7 +9,7 @@ import urllib.request
 
 import torch
 
-from mingpt.utils import CfgNode as CN, UserError, save_text
+from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, save_text
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
@@ -26,8 +26,11 @@ def read_text(path, download_url=TINY_SHAKESPEARE_URL, timeout=10):
                             f"put tiny-shakespeare there or point --data.input_file=PATH at a text file") from None
     if os.path.isdir(path):
         raise UserError(f"--data.input_file={path} is a directory; give a UTF-8 text file")
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read --data.input_file={path}: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -65,17 +68,16 @@ class CharDataset:
     @staticmethod
     def get_default_config():
         C = CN()
-        C.set("block_size", 128, "context length in characters (the model's block_size follows it)")
-        C.set("input_file", "input.txt", "UTF-8 text to train on (tiny-shakespeare is downloaded if missing)")
-        C.set("val_fraction", 0.1, "the last fraction of the text that is held out for validation")
+        C.set("block_size", 128, "context length in characters (the model's block_size follows it)",
+              check=at_least(1))
+        C.set("input_file", "input.txt", "UTF-8 text to train on (tiny-shakespeare is downloaded if missing)",
+              check=NOT_EMPTY)
+        C.set("val_fraction", 0.1, "the last fraction of the text that is held out for validation",
+              check=Check("in (0, 1)", lambda v: 0 < v < 1))
         return C
 
     def __init__(self, config, text):
-        self.config = config
-        if not 0 < config.val_fraction < 1:
-            raise UserError(f"--data.val_fraction={config.val_fraction} must be between 0 and 1 (exclusive)")
-        if config.block_size < 1:
-            raise UserError(f"--data.block_size={config.block_size} must be at least 1")
+        self.config = config.validate("data.")
         self.vocab = Vocabulary(sorted(set(text)))
         data = torch.tensor(self.vocab.encode(text), dtype=torch.long)
         n_val = int(len(data) * config.val_fraction)

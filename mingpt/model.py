@@ -25,7 +25,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
-from mingpt.utils import CfgNode as CN, UserError
+from mingpt.utils import NOT_EMPTY, CfgNode as CN, UserError, at_least, between
 
 # -----------------------------------------------------------------------------
 
@@ -41,7 +41,7 @@ class RotaryPositionalEmbeddings(nn.Module):
     def __init__(self, d, base=10_000):
         super().__init__()
         if d % 2:
-            raise UserError(f"rotary embeddings need an even head size, got {d}; change n_embd or n_query_head")
+            raise ValueError(f"rotary embeddings need an even head size, got {d}; change n_embd or n_query_head")
         self.d = d
         self.base = base
         self.register_buffer("theta", base ** (-torch.arange(0, d, 2, dtype=torch.float) / d), persistent=False)
@@ -181,27 +181,24 @@ class Block(nn.Module):
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "none")
 GQA_SCORES = ("per_head", "group_sum")
+MODEL_TYPES = ("gpt", "rnn", "birnn_invalid", "birnn_prefix")
+PROBABILITY = between(0, 1, high_open=True)
 
 
-def check_config(config):
-    """Start-up checks of the model flags: one line each, naming the flag and the fix."""
+def check_heads_and_positions(config):
+    """The model settings that must agree with each other: one line each, naming the flags and the fix."""
     if config.n_embd % config.n_query_head:
         raise UserError(f"--model.n_embd={config.n_embd} must be divisible by --model.n_query_head="
                         f"{config.n_query_head}")
-    if config.n_kv_head < 1 or config.n_query_head % config.n_kv_head:
+    if config.n_query_head % config.n_kv_head:
         raise UserError(f"--model.n_query_head={config.n_query_head} must be a multiple of --model.n_kv_head="
                         f"{config.n_kv_head} (1 <= n_kv_head <= n_query_head)")
-    if config.window < 0:
-        raise UserError(f"--model.window={config.window} must be >= 0 (0 means full causal attention)")
-    if config.pos_emb not in (None,) + POSITION_EMBEDDINGS:
-        raise UserError(f"--model.pos_emb={config.pos_emb} must be one of {', '.join(POSITION_EMBEDDINGS)}")
     if config.rope and config.pos_emb not in (None, "none"):
         raise UserError(f"--model.rope=True replaces the position table; drop --model.pos_emb={config.pos_emb} "
                         f"or set it to none")
-    if config.attn_impl not in IMPLEMENTATIONS:
-        raise UserError(f"--model.attn_impl={config.attn_impl} must be one of {', '.join(IMPLEMENTATIONS)}")
-    if config.gqa_scores not in GQA_SCORES:
-        raise UserError(f"--model.gqa_scores={config.gqa_scores} must be one of {', '.join(GQA_SCORES)}")
+    if config.rope and (config.n_embd // config.n_query_head) % 2:
+        raise UserError(f"--model.rope=True needs an even head size, and --model.n_embd={config.n_embd} / "
+                        f"--model.n_query_head={config.n_query_head} is odd; change either")
 
 
 class GPT(nn.Module):
@@ -211,29 +208,37 @@ class GPT(nn.Module):
     def get_default_config():
         C = CN()
         # gpt-mini, the course's chargpt model
-        C.set("model_type", "gpt", "gpt | rnn (Elman) | birnn_invalid (question 1.2a) | birnn_prefix (1.2b)")
-        C.set("n_layer", 6, "number of transformer blocks")
-        C.set("n_query_head", 6, "attention (query) heads per block")
-        C.set("n_kv_head", 6, "key/value heads per block: = n_query_head is MHA, 1 is MQA, between is GQA")
-        C.set("n_embd", 192, "width of the residual stream")
-        C.derive("vocab_size", "it is set from the data (the characters of --data.input_file)")
-        C.derive("block_size", "it is set from the data; use --data.block_size")
-        C.set("embd_pdrop", 0.1, "dropout on token (+position) embeddings")
-        C.set("resid_pdrop", 0.1, "dropout on each residual branch")
-        C.set("attn_pdrop", 0.1, "dropout on attention weights")
+        C.set("model_type", "gpt", "the network: gpt, the Elman rnn, or the writeup's BiRNN models of "
+              "question 1.2a (birnn_invalid) and 1.2b (birnn_prefix)",
+              choices=MODEL_TYPES)
+        C.set("n_layer", 6, "number of transformer blocks", check=at_least(1))
+        C.set("n_query_head", 6, "attention (query) heads per block", check=at_least(1))
+        C.set("n_kv_head", 6, "key/value heads per block: = n_query_head is MHA, 1 is MQA, between is GQA",
+              check=at_least(1))
+        C.set("n_embd", 192, "width of the residual stream", check=at_least(1))
+        C.derive("vocab_size", "it is set from the data (the characters of --data.input_file)", check=at_least(1))
+        C.derive("block_size", "it is set from the data; use --data.block_size", check=at_least(1))
+        C.set("embd_pdrop", 0.1, "dropout on token (+position) embeddings", check=PROBABILITY)
+        C.set("resid_pdrop", 0.1, "dropout on each residual branch", check=PROBABILITY)
+        C.set("attn_pdrop", 0.1, "dropout on attention weights", check=PROBABILITY)
         C.set("rope", False, "rotary position embeddings on queries and keys (then no position table)")
-        C.set("pos_emb", None, "absolute positions: learned | sinusoidal | none (None: learned, none with rope)")
-        C.set("window", 0, "sliding window w: token t sees t - w//2 .. t; 0 is full causal attention")
-        C.set("attn_impl", "fast", "naive (the writeup's math, materialised scores) | fast (fused / banded)")
-        C.set("gqa_scores", "per_head", "per_head (LLaMA GQA) | group_sum (the writeup's summed group scores)")
-        C.set("rnn_activation", "slide", "recurrent models' hidden activation: slide | tanh")
-        C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed")
+        C.set("pos_emb", None, "absolute positions (None: learned, none with rope)", choices=POSITION_EMBEDDINGS)
+        C.set("window", 0, "sliding window w: token t sees t - w//2 .. t; 0 is full causal attention",
+              check=at_least(0))
+        C.set("attn_impl", "fast", "naive: the writeup's math, materialised scores; fast: fused / banded",
+              choices=tuple(IMPLEMENTATIONS))
+        C.set("gqa_scores", "per_head", "per_head: LLaMA's GQA; group_sum: the writeup's summed group scores",
+              choices=GQA_SCORES)
+        C.set("rnn_activation", "slide", "recurrent models' hidden activation", choices=("slide", "tanh"))
+        C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed",
+              kind=str, check=NOT_EMPTY)
+        C.rule(check_heads_and_positions)
         return C
 
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size is not None and config.block_size is not None
-        check_config(config)
+        config.validate("model.")
+        assert config.vocab_size is not None and config.block_size is not None, "set from the data first"
         self.block_size = config.block_size
         self.pos_emb = config.pos_emb or ("none" if config.rope else "learned")
 
@@ -255,8 +260,9 @@ class GPT(nn.Module):
             if pn.endswith("c_proj.weight") or pn.endswith("out_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-        n_params = sum(p.numel() for p in self.transformer.parameters())
-        print("number of parameters: %.2fM" % (n_params / 1e6,))
+    def num_params(self):
+        """Parameters of the transformer, as minGPT counts them (the output head is left out)."""
+        return sum(p.numel() for p in self.transformer.parameters())
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):

@@ -21,7 +21,6 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.model import GPT, adamw_with_decay, check_sampling, sample_next
-from mingpt.utils import UserError
 
 
 def slide(a):
@@ -38,9 +37,6 @@ class ElmanRNN(nn.Module):
 
     def __init__(self, input_size, hidden_size, output_size, activation="slide", output_activation=None):
         super().__init__()
-        if activation not in ACTIVATIONS or output_activation not in (None, *ACTIVATIONS):
-            raise UserError(f"activations must be one of {', '.join(ACTIVATIONS)}, got {activation!r} and "
-                            f"{output_activation!r}")
         self.hidden_size = hidden_size
         self.activation = ACTIVATIONS[activation]
         self.output_activation = ACTIVATIONS.get(output_activation)
@@ -83,8 +79,8 @@ class RecurrentLM(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)
 
-    def report_size(self):
-        print("number of parameters: %.2fM" % (sum(p.numel() for p in self.parameters()) / 1e6,))
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
 
     def configure_optimizers(self, train_config):
         """Weight decay on the recurrent and output matrices, none on biases and the embedding."""
@@ -109,7 +105,6 @@ class RNNLM(RecurrentLM):
         sizes = [config.n_embd] * config.n_layer + [config.vocab_size]
         self.layers = nn.ModuleList([ElmanRNN(sizes[i], config.n_embd, sizes[i + 1], config.rnn_activation)
                                      for i in range(config.n_layer)])
-        self.report_size()
 
     def run(self, idx, state=None):
         """Logits (B, T, vocab) and each layer's last hidden state, starting from `state` (None: zeros)."""
@@ -146,7 +141,6 @@ class BiRNNLM(RecurrentLM):
         self.forward_rnn = ElmanRNN(H, H, H, config.rnn_activation)
         self.backward_rnn = ElmanRNN(H, H, H, config.rnn_activation)
         self.head = nn.Linear(2 * H, config.vocab_size)
-        self.report_size()
 
     def representations(self, x):
         """(B, T, 2H): position t holds h_t, the representation that predicts token t+1."""

@@ -13,41 +13,48 @@ Every file is written to a temporary name and renamed, so a run killed at any in
 good files loadable.
 """
 
-import json
 import netrc
 import os
 import sys
+from functools import partial
 
 import torch
 
 from mingpt.data import CharDataset, Vocabulary, read_text
-from mingpt.model import GPT, check_sampling
+from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer, pick_device
-from mingpt.utils import CfgNode as CN, UserError, save_json, save_text, save_torch, set_seed
+from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, check_writable_folder, \
+    remove_stale_temporaries, save_json, save_text, save_torch, set_seed
 
 WANDB_MODES = ("online", "offline", "disabled")
+SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)
 
 
 def get_config():
     C = CN()
     C.system = CN()
-    C.system.set("seed", 3407, "random seed for weights, batches and dropout")
-    C.system.set("work_dir", "out/chargpt", "folder for this run's checkpoints, logs and samples")
-    C.system.set("wandb", None, "online | offline | disabled (None: online with a wandb login, else offline)")
-    C.system.set("wandb_project", "chargpt", "wandb project")
-    C.system.set("wandb_group", None, "wandb group (e.g. one per study)")
+    C.system.set("seed", 3407, "random seed for weights, batches and dropout", check=SEED)
+    C.system.set("work_dir", "out/chargpt", "folder for this run's checkpoints, logs and samples", check=NOT_EMPTY)
+    C.system.set("wandb", None, "wandb mode (None: online with a wandb login, else offline)", choices=WANDB_MODES)
+    C.system.set("wandb_project", "chargpt", "wandb project", check=NOT_EMPTY)
+    C.system.set("wandb_group", None, "wandb group (e.g. one per study)", kind=str, check=NOT_EMPTY)
+    C.system.set("num_threads", None, "CPU threads torch uses (None: torch's default, one per core); 1 is faster "
+                 "when another process shares the cores", kind=int, check=at_least(1))
     C.data = CharDataset.get_default_config()
     C.model = GPT.get_default_config()
     C.trainer = Trainer.get_default_config()
     C.sample = CN()
     C.sample.set("only", False, "generate from system.work_dir/model.pt and exit, without training")
-    C.sample.set("prompt", "O God, O God!", "text the sample continues (also for samples during training)")
-    C.sample.set("max_new_tokens", 500, "characters to generate")
+    C.sample.set("prompt", "O God, O God!", "text the sample continues (also for samples during training)",
+                 check=Check("at least one character", lambda v: v != ""))
+    C.sample.set("max_new_tokens", 500, "characters to generate", check=at_least(0))
     C.sample.set("do_sample", True, "sample from the distribution (False: greedy)")
-    C.sample.set("temperature", 1.0, "softmax temperature (0: greedy)")
-    C.sample.set("top_k", 10, "sample among the k most likely characters (None: all)")
-    C.sample.set("top_p", None, "nucleus sampling: the smallest set reaching probability p (None: off)")
+    C.sample.set("temperature", 1.0, "softmax temperature (0: greedy)", check=at_least(0))
+    C.sample.set("top_k", 10, "sample among the k most likely characters (None: all)", nullable=True,
+                 check=at_least(1))
+    C.sample.set("top_p", None, "nucleus sampling: the smallest set reaching probability p (None: off)",
+                 kind=float, check=Check("in (0, 1]", lambda v: 0 < v <= 1))
     C.sample.set("use_cache", True, "decode with the KV cache (False: recompute the context every step)")
     return C
 
@@ -57,32 +64,80 @@ def help_text(config):
     width = max(len(k) for k, _, _ in rows) + 2
     lines = ["usage: python chargpt.py [--node.key=value ...]   (node.key=value without dashes works too)", ""]
     for key, value, doc in rows:
-        lines.append(f"  --{key:<{width}} {doc} [default: {value!r}]")
+        node, leaf = key.rsplit(".", 1)
+        allowed = config
+        for part in node.split("."):
+            allowed = getattr(allowed, part)
+        allowed = allowed.describe(leaf)
+        lines.append(f"  --{key:<{width}} {doc}{f' [{allowed}]' if allowed else ''} [default: {value!r}]")
     return "\n".join(lines)
+
+
+MODELS = {"gpt": GPT, "rnn": RNNLM, "birnn_invalid": partial(BiRNNLM, form="invalid"),
+          "birnn_prefix": partial(BiRNNLM, form="prefix")}
 
 
 def build_model(C):
     """The model that --model.model_type names."""
-    if C.model_type == "gpt":
-        return GPT(C)
-    if C.model_type == "rnn":
-        return RNNLM(C)
-    if C.model_type in ("birnn_invalid", "birnn_prefix"):
-        return BiRNNLM(C, form=C.model_type.removeprefix("birnn_"))
-    raise UserError(f"--model.model_type={C.model_type} must be one of gpt, rnn, birnn_invalid, birnn_prefix")
+    return MODELS[C.model_type](C)
 
 
 # -----------------------------------------------------------------------------
 # checkpoints
 
-def load_checkpoint(path, what="checkpoint"):
-    """torch.load with weights_only=True (a checkpoint never runs code), with one-line errors."""
-    if not os.path.isfile(path):
-        raise UserError(f"no {what} at {path}")
+MODEL_FILE_KEYS = {"model": dict, "model_config": dict, "vocab": list}
+RESUME_KEYS = {"optimizer": dict, "iter_num": int, "torch_rng": torch.Tensor, "batch_rng": torch.Tensor,
+               "config": dict, "logs": dict}
+
+
+def load_checkpoint(path, what="model.pt", resume=False, hint=""):
+    """Load a model.pt (with resume: a ckpt.pt) and check it is what chargpt writes: a dict with the entries and
+    types it saves, model settings that pass validation, and a vocabulary of the size they say. torch.load runs
+    with weights_only=True: a checkpoint never runs code. Returns the checkpoint's dict; every problem is one
+    UserError naming the file."""
+    if not os.path.exists(path):
+        raise UserError(f"no {what} at {path}{hint}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise UserError(f"{path} is empty, not a readable {what}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except UserError:
+        raise
     except Exception as e:  # a truncated or foreign file: torch raises many kinds
-        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        why = str(e).strip().split("\n")[0].split(". ")[0]
+        raise UserError(f"{path} is not a readable {what} ({type(e).__name__}{': ' + why if why else ''})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path} holds a {type(ckpt).__name__}, not a chargpt {what}")
+    if "model_config" not in ckpt and isinstance(ckpt.get("config"), dict):  # ckpt.pt of earlier versions
+        ckpt["model_config"] = ckpt["config"].get("model")
+    if resume and "optimizer" not in ckpt and "model" in ckpt:
+        raise UserError(f"{path} holds weights only (a model.pt?), not a resume checkpoint with optimizer state")
+    for key, kind in {**MODEL_FILE_KEYS, **(RESUME_KEYS if resume else {})}.items():
+        if not isinstance(ckpt.get(key), kind):
+            found = "no" if key not in ckpt else f"a {type(ckpt[key]).__name__} as its"
+            raise UserError(f"{path} is not a chargpt {what}: it has {found} '{key}' entry")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()):
+        raise UserError(f"{path}: its 'model' entry is not a state dict of tensors")
+    vocab = ckpt["vocab"]
+    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
+        raise UserError(f"{path}: its vocabulary is not a list of distinct characters")
+    config = saved_model_config(ckpt, path)
+    if config.vocab_size != len(vocab):
+        raise UserError(f"{path}: its vocabulary has {len(vocab)} characters but its model settings say "
+                        f"vocab_size={config.vocab_size}")
+    return ckpt
+
+
+def saved_model_config(ckpt, path):
+    """The model config node a checkpoint was trained with, validated like the flags."""
+    config = GPT.get_default_config()
+    config.merge_from_dict(ckpt["model_config"])
+    try:
+        return config.validate("model.")
+    except UserError as e:
+        raise UserError(f"{path} holds invalid model settings: {e}") from None
 
 
 def load_state_into(model, state, source, extend_positions=False):
@@ -106,13 +161,10 @@ def load_state_into(model, state, source, extend_positions=False):
     model.load_state_dict(state)
 
 
-def load_pretrained(model, folder, work_dir, vocab):
-    if os.path.abspath(folder) == os.path.abspath(work_dir):
-        raise UserError(f"--model.pretrained_folder={folder} is the run's own --system.work_dir; "
-                        f"train into another folder")
+def load_pretrained(model, folder, vocab):
     path = os.path.join(folder, "model.pt")
-    ckpt = load_checkpoint(path, "model.pt")
-    if ckpt.get("vocab") != vocab.itos:
+    ckpt = load_checkpoint(path, "model.pt", hint=" (--model.pretrained_folder names a trained run's folder)")
+    if ckpt["vocab"] != vocab.itos:
         raise UserError(f"{path} was trained on another character set than --data.input_file")
     load_state_into(model, ckpt["model"], path, extend_positions=True)
     print(f"loaded pretrained weights from {path}")
@@ -128,8 +180,6 @@ def model_file(model, config, vocab, iter_num):
 
 def wandb_mode(setting):
     if setting is not None:
-        if setting not in WANDB_MODES:
-            raise UserError(f"--system.wandb={setting} must be one of {', '.join(WANDB_MODES)}")
         return setting
     if os.environ.get("WANDB_API_KEY"):
         return "online"
@@ -171,32 +221,30 @@ class WandbLogger:
             self.samples.add_data(iter_num, text)
             self.run.log({"samples": self.samples}, step=iter_num)
 
-    def finish(self):
+    def finish(self, exit_code=0):
         if self.run:
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
 
 
 # -----------------------------------------------------------------------------
+# training
 
 def new_logs(device):
     return {"device": device, "train_losses": [], "val_losses": [], "eval_train_losses": [],
             "attention_computation_time": [], "attention_computation_memory": [], "learning_rates": [],
-            "iter_time_ms": [], "tokens_per_s": [], "samples": []}
+            "iter_time_ms": [], "tokens_per_s": [], "samples": [], "resumes": []}
 
 
-def check_sample_config(C, vocab):
-    try:
-        check_sampling(C.temperature, C.top_k, C.top_p)
-    except ValueError as e:
-        raise UserError(f"--sample: {e}") from None
-    if C.max_new_tokens < 0:
-        raise UserError(f"--sample.max_new_tokens={C.max_new_tokens} must be >= 0")
-    if not C.prompt:
-        raise UserError("--sample.prompt is empty; give at least one character to continue")
+def check_prompt(C, vocab):
     try:
         vocab.encode(C.prompt)
     except UserError as e:
         raise UserError(f"--sample.prompt: {e}") from None
+
+
+def set_threads(num_threads):
+    if num_threads:
+        torch.set_num_threads(num_threads)
 
 
 def sample_tokens(model, vocab, sample_config, device, seed):
@@ -215,59 +263,102 @@ def sample_tokens(model, vocab, sample_config, device, seed):
         model.train(was_training)
 
 
-def write_sample(model, vocab, config, trainer, logs, logger):
-    text = config.sample.prompt + "".join(
-        sample_tokens(model, vocab, config.sample, trainer.device, config.system.seed + trainer.iter_num))
-    print(text)
-    logs["samples"].append({"iter": trainer.iter_num, "text": text})
-    save_text("".join(f"--- iter {s['iter']} ---\n{s['text']}\n\n" for s in logs["samples"]),
-              os.path.join(config.system.work_dir, "samples.txt"))
-    logger.log_sample(trainer.iter_num, text)
+OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip", "lr_schedule", "warmup_iters",
+                      "lr_decay_iters", "min_lr", "batch_size")
 
 
-def train(config):
-    """Train as `config` says and return the trainer (whose model and logs hold the results)."""
-    work_dir = config.system.work_dir
-    set_seed(config.system.seed)
-    dataset = CharDataset(config.data, read_text(config.data.input_file))
-    vocab = dataset.vocab
-    check_sample_config(config.sample, vocab)  # bad sample settings fail now, not at the first sample
-    config.model.vocab_size = dataset.get_vocab_size()
-    config.model.block_size = dataset.get_block_size()
-    model = build_model(config.model)
-    if config.model.pretrained_folder is not None:
-        load_pretrained(model, config.model.pretrained_folder, work_dir, vocab)
-    trainer = Trainer(config.trainer, model, dataset)
-    logs = new_logs(trainer.device)
+def reconcile_resume(config, state, vocab, ckpt_path):
+    """Check that the checkpoint continues this run (same model, same characters) and settle the schedule: unless
+    --trainer.lr_decay_iters is given, the saved run's decay is kept, so a larger max_iters extends the run at
+    min_lr instead of moving the learning rate. Returns {setting: (saved, now)} for the optimizer settings that
+    this command changes (they apply from the resume point on)."""
+    saved = state["config"]
+    saved_model = state["model_config"]
+    if saved_model != config.model.to_dict():
+        diff = [k for k, v in config.model.to_dict().items() if saved_model.get(k) != v]
+        raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {config.system.work_dir}; "
+                        f"resume with its flags")
+    if state["vocab"] != vocab.itos:
+        raise UserError(f"--trainer.resume: {ckpt_path} was trained on another character set")
+    at, until = state["iter_num"], config.trainer.max_iters
+    if at > until:
+        raise UserError(f"{ckpt_path} is at iteration {at}, past --trainer.max_iters={until}; give a larger "
+                        f"--trainer.max_iters to train on")
+    saved_trainer = saved.get("trainer", {})
+    if config.trainer.lr_decay_iters is None:
+        config.trainer.lr_decay_iters = saved_trainer.get("lr_decay_iters") or saved_trainer.get("max_iters")
+    now = config.trainer
+    changed = {}
+    for key in OPTIMIZER_SETTINGS:
+        old = saved_trainer.get(key)
+        old = tuple(old) if isinstance(old, list) else old
+        if old is not None and old != getattr(now, key):
+            changed[key] = (old, getattr(now, key))
+    return changed
 
-    ckpt_path = os.path.join(work_dir, "ckpt.pt")
-    if config.trainer.resume:
-        state = load_checkpoint(ckpt_path, "resume checkpoint (train without --trainer.resume first)")
-        if state["config"]["model"] != config.model.to_dict():
-            diff = [k for k, v in config.model.to_dict().items() if state["config"]["model"].get(k) != v]
-            raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {work_dir}; "
-                            f"resume with its flags")
-        if state["vocab"] != vocab.itos:
-            raise UserError(f"--trainer.resume: {ckpt_path} was trained on another character set")
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"{ckpt_path} does not fit this run ({str(e).splitlines()[0]})") from None
-        logs = state["logs"]
-        print(f"resuming {work_dir} from iteration {trainer.iter_num}")
 
-    os.makedirs(work_dir, exist_ok=True)
-    save_text(" ".join(sys.argv) + "\n", os.path.join(work_dir, "args.txt"))
-    save_json(config.to_dict(), os.path.join(work_dir, "config.json"))
-    logger = WandbLogger(config)
+def describe_schedule(trainer):
+    C = trainer.config
+    start, end = trainer.iter_num, C.max_iters
+    if C.lr_schedule == "constant":
+        return f"learning rate constant at {C.learning_rate:.2e}"
+    return (f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}, {trainer.lr_at(end - 1):.2e} at "
+            f"iteration {end} (cosine from {C.learning_rate:.2e} to {C.min_lr:.2e} over {C.lr_decay_iters} "
+            f"iterations; --trainer.lr_decay_iters changes that)")
 
-    def save_all(trainer):
-        save_torch(model_file(model, config, vocab, trainer.iter_num), os.path.join(work_dir, "model.pt"))
-        save_torch({**trainer.state_dict(), "config": config.to_dict(), "vocab": vocab.itos, "logs": logs},
-                   ckpt_path)
 
-    def batch_end_callback(trainer):
-        m = trainer.metrics
+class RunFiles:
+    """What a training run writes to system.work_dir and sends to wandb, from the trainer's callback."""
+
+    def __init__(self, config, model, vocab, trainer, logs):
+        self.config, self.model, self.vocab, self.trainer, self.logs = config, model, vocab, trainer, logs
+        self.dir = config.system.work_dir
+        self.ckpt_path = os.path.join(self.dir, "ckpt.pt")
+        self.saved_iter = trainer.iter_num if config.trainer.resume else None
+        self.logger = None
+
+    def start(self):
+        """The first writes of the run, once every input has been checked."""
+        os.makedirs(self.dir, exist_ok=True)
+        remove_stale_temporaries(self.dir)  # left by a write that a kill cut short
+        save_text(" ".join(sys.argv) + "\n", os.path.join(self.dir, "args.txt"))
+        save_json(self.config.to_dict(), os.path.join(self.dir, "config.json"))
+        if self.config.trainer.resume:
+            self.repair_logs()
+        self.logger = WandbLogger(self.config)
+
+    def repair_logs(self):
+        """Rewrite the logs and samples from the resume checkpoint: a kill between the checkpoint's rename and
+        the logs' leaves them an iteration behind."""
+        remove_stale_temporaries(self.dir)
+        self.save_logs()
+        self.save_samples()
+
+    def save_checkpoint(self):
+        trainer, config = self.trainer, self.config
+        model = model_file(self.model, config, self.vocab, trainer.iter_num)
+        save_torch(model, os.path.join(self.dir, "model.pt"))
+        save_torch({**model, **trainer.state_dict(), "config": config.to_dict(), "logs": self.logs}, self.ckpt_path)
+        self.saved_iter = trainer.iter_num
+
+    def save_logs(self):
+        save_json({k: v for k, v in self.logs.items() if k != "samples"}, os.path.join(self.dir, "train_logs.json"))
+
+    def save_samples(self):
+        save_text("".join(f"--- iter {s['iter']} ---\n{s['text']}\n\n" for s in self.logs["samples"]),
+                  os.path.join(self.dir, "samples.txt"))
+
+    def write_sample(self):
+        trainer, config = self.trainer, self.config
+        text = config.sample.prompt + "".join(
+            sample_tokens(self.model, self.vocab, config.sample, trainer.device, config.system.seed + trainer.iter_num))
+        print(text)
+        self.logs["samples"].append({"iter": trainer.iter_num, "text": text})
+        self.save_samples()
+        self.logger.log_sample(trainer.iter_num, text)
+
+    def on_batch_end(self, trainer):
+        logs, m, C = self.logs, trainer.metrics, self.config.trainer
         logs["train_losses"].append(m["loss"])
         logs["learning_rates"].append(m["lr"])
         logs["iter_time_ms"].append(m["iter_ms"])
@@ -284,39 +375,117 @@ def train(config):
             logs["eval_train_losses"].append([trainer.iter_num, trainer.last_eval["train"]])
             wandb_metrics.update({"eval/train_loss": trainer.last_eval["train"],
                                   "eval/val_loss": trainer.last_eval["val"]})
-        logger.log(wandb_metrics, trainer.iter_num)
-        done = trainer.iter_num == config.trainer.max_iters
-        if config.trainer.sample_interval and trainer.iter_num % config.trainer.sample_interval == 0:
-            write_sample(model, vocab, config, trainer, logs, logger)
-        if done or (config.trainer.checkpoint_interval and trainer.iter_num % config.trainer.checkpoint_interval == 0):
-            save_all(trainer)
-        if done or trainer.last_eval or trainer.iter_num % config.trainer.log_interval == 0:
-            save_json({k: v for k, v in logs.items() if k != "samples"}, os.path.join(work_dir, "train_logs.json"))
+        self.logger.log(wandb_metrics, trainer.iter_num)
+        done = trainer.iter_num == C.max_iters
+        if C.sample_interval and (trainer.iter_num % C.sample_interval == 0 or done):
+            self.write_sample()
+        if done or (C.checkpoint_interval and trainer.iter_num % C.checkpoint_interval == 0):
+            self.save_checkpoint()
+        if done or trainer.last_eval or trainer.iter_num % C.log_interval == 0:
+            self.save_logs()
 
-    trainer.set_callback("on_batch_end", batch_end_callback)
-    trainer.run()
-    if trainer.iter_num == 0 or not os.path.exists(ckpt_path):
-        save_all(trainer)
-    logger.finish()
+
+def train(config):
+    """Train as `config` says and return the trainer (whose model and logs hold the results). Every setting,
+    the data, the work_dir and any checkpoint are checked before the first file is written."""
+    config.validate()
+    work_dir = config.system.work_dir
+    check_writable_folder(work_dir, "--system.work_dir")
+    folder = config.model.pretrained_folder
+    if folder is not None and os.path.abspath(folder) == os.path.abspath(work_dir):
+        raise UserError(f"--model.pretrained_folder={folder} is the run's own --system.work_dir; "
+                        f"train into another folder")
+    set_threads(config.system.num_threads)
+    set_seed(config.system.seed)
+    dataset = CharDataset(config.data, read_text(config.data.input_file))
+    vocab = dataset.vocab
+    check_prompt(config.sample, vocab)  # a bad prompt fails now, not at the first sample
+    config.model.vocab_size = dataset.get_vocab_size()
+    config.model.block_size = dataset.get_block_size()
+    model = build_model(config.model)
+    print(f"number of parameters: {model.num_params() / 1e6:.2f}M")
+    if folder is not None:
+        load_pretrained(model, folder, vocab)
+
+    ckpt_path = os.path.join(work_dir, "ckpt.pt")
+    state = changed = None
+    if config.trainer.resume:
+        state = load_checkpoint(ckpt_path, "resume checkpoint", resume=True,
+                                   hint=" (train without --trainer.resume first)")
+        changed = reconcile_resume(config, state, vocab, ckpt_path)
+    # written out, so that config.json and a later resume see the schedule this run follows
+    config.trainer.lr_decay_iters = config.trainer.lr_decay_iters or max(1, config.trainer.max_iters)
+    trainer = Trainer(config.trainer, model, dataset)
+    logs = new_logs(trainer.device)
+    if state is not None:
+        load_state_into(model, state["model"], ckpt_path)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise UserError(f"{ckpt_path} does not fit this run ({str(e).splitlines()[0]})") from None
+        logs = {**logs, **state["logs"]}
+        trainer.logs = logs
+        at, until = trainer.iter_num, config.trainer.max_iters
+        if at == until:
+            RunFiles(config, model, vocab, trainer, logs).repair_logs()
+            print(f"{work_dir} already reached --trainer.max_iters={until}; nothing to train (give a larger "
+                  f"--trainer.max_iters to train on)")
+            return trainer
+        print(f"resuming {work_dir} from iteration {at}: {describe_schedule(trainer)}")
+        for key, (old, new) in changed.items():
+            print(f"--trainer.{key} changed from {old} to {new}: applies from iteration {at + 1} on")
+        logs["resumes"].append({"iter": at, "changed": {k: list(v) for k, v in changed.items()}})
+
+    files = RunFiles(config, model, vocab, trainer, logs)
+    files.start()
+    trainer.set_callback("on_batch_end", files.on_batch_end)
+    try:
+        trainer.run()
+    except KeyboardInterrupt:  # a second Ctrl-C, mid-iteration: what is on disk stays as it was
+        files.logger.finish(exit_code=130)
+        raise
+    if trainer.stop_requested:
+        if files.saved_iter != trainer.iter_num:
+            files.save_checkpoint()
+            files.save_logs()
+        print(f"interrupted: {ckpt_path} holds iteration {trainer.iter_num}; continue with --trainer.resume=True",
+              file=sys.stderr)
+        files.logger.finish(exit_code=130)
+        raise KeyboardInterrupt
+    if files.saved_iter != trainer.iter_num:  # max_iters=0, or a resume that had nothing left to run
+        files.save_checkpoint()
+    files.logger.finish()
     trainer.logs = logs
     return trainer
 
 
+MODEL_NODES = ("data", "model", "trainer")
+
+
+def ignored_when_sampling(config):
+    """The flags that --sample.only=True does not use: the model comes from model.pt as it was trained."""
+    defaults = dict((k, v) for k, v, _ in get_config().flat())
+    return [f"--{k}" for k, v, _ in config.flat()
+            if k.split(".")[0] in MODEL_NODES and k != "trainer.device" and v != defaults[k]]
+
+
 def sample(config):
-    """Stream a sample from system.work_dir/model.pt to stdout; writes nothing."""
+    """Stream a sample from system.work_dir/model.pt to stdout (the sample alone; notes go to stderr); writes
+    nothing."""
+    config.validate()
+    ignored = ignored_when_sampling(config)
+    if ignored:
+        print(f"note: sampling uses the model saved in model.pt; ignoring {', '.join(ignored)}", file=sys.stderr)
+    set_threads(config.system.num_threads)
     path = os.path.join(config.system.work_dir, "model.pt")
-    ckpt = load_checkpoint(path, "model.pt (train into this --system.work_dir first)")
-    model_config = GPT.get_default_config()
-    try:
-        model_config.merge_from_dict(ckpt["model_config"])
-        vocab = Vocabulary(ckpt["vocab"])
-        model = build_model(model_config)
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a chargpt model.pt (missing {e})") from None
+    ckpt = load_checkpoint(path, "model.pt", hint=" (train into this --system.work_dir first)")
+    vocab = Vocabulary(ckpt["vocab"])
+    check_prompt(config.sample, vocab)
+    model = build_model(saved_model_config(ckpt, path))
     load_state_into(model, ckpt["model"], path)
+    print(f"number of parameters: {model.num_params() / 1e6:.2f}M", file=sys.stderr)
     device = pick_device(config.trainer.device)
     model.to(device)
-    check_sample_config(config.sample, vocab)
     print(config.sample.prompt, end="", flush=True)
     for ch in sample_tokens(model, vocab, config.sample, device, config.system.seed):
         print(ch, end="", flush=True)

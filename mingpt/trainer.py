@@ -7,20 +7,48 @@ warm-up + cosine learning-rate schedule, periodic evaluation on both splits, per
 bar on a terminal (plain lines otherwise), and state_dict/load_state_dict for exact resumption.
 """
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 
 import torch
 from tqdm import tqdm
 
-from mingpt.utils import CfgNode as CN, UserError
+from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
 
 LR_SCHEDULES = ("cosine", "constant")
+DTYPES = ("auto", "float32", "bfloat16")
+DEVICES = "auto | cpu | cuda | cuda:N | mps"
+
+
+def device_problem(name):
+    """Why this machine and torch build cannot run on device `name` (None when it can)."""
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"is not a device; use one of {DEVICES}"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA" if torch.version.cuda is None else "finds no GPU"
+            return f"is not available: this torch ({torch.__version__}) {build}; use --trainer.device=cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"is not available: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return "is not available on this machine (Apple MPS); use --trainer.device=cpu"
+    elif device.type != "cpu":
+        return f"is not supported; use one of {DEVICES}"
+    return None
 
 
 def pick_device(name):
+    """The device that setting `name` (already checked by device_problem) means on this machine."""
     if name != "auto":
         return name
     if torch.cuda.is_available():
@@ -30,51 +58,60 @@ def pick_device(name):
     return "cpu"
 
 
+def check_schedule(config):
+    if config.lr_schedule == "cosine" and config.min_lr > config.learning_rate:
+        raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate="
+                        f"{config.learning_rate}; the cosine schedule decays from the peak down to min_lr")
+
+
 class Trainer:
 
     @staticmethod
     def get_default_config():
         C = CN()
-        C.set("device", "auto", "auto (cuda, then mps, then cpu) | cpu | cuda | mps")
-        C.set("max_iters", 600, "number of optimizer steps")
-        C.set("batch_size", 64, "sequences per step")
-        C.set("learning_rate", 5e-4, "peak AdamW learning rate")
-        C.set("betas", (0.9, 0.95), "AdamW betas")
-        C.set("weight_decay", 0.1, "AdamW weight decay, applied only to Linear weights")
-        C.set("grad_norm_clip", 1.0, "clip the gradient norm to this value")
-        C.set("lr_schedule", "cosine", "cosine (linear warm-up then cosine decay) | constant (the course's)")
-        C.set("warmup_iters", 50, "warm-up steps of the cosine schedule")
-        C.set("lr_decay_iters", None, "steps over which cosine decays to min_lr (None: max_iters)")
-        C.set("min_lr", 5e-5, "learning rate at the end of the cosine schedule")
-        C.set("dtype", "auto", "auto (bfloat16 autocast on CUDA, else float32) | float32 | bfloat16")
-        C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end)")
-        C.set("eval_iters", 20, "batches per split in each evaluation")
-        C.set("log_interval", 10, "print a log line every this many steps")
-        C.set("sample_interval", 200, "write a sample to samples.txt every this many steps (0: never)")
-        C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (and at the end)")
+        C.set("device", "auto", "auto picks cuda, then mps, then cpu", check=Check(DEVICES, problem=device_problem))
+        C.set("max_iters", 600, "number of optimizer steps", check=at_least(0))
+        C.set("batch_size", 64, "sequences per step", check=at_least(1))
+        C.set("learning_rate", 5e-4, "peak AdamW learning rate", check=above(0))
+        C.set("betas", (0.9, 0.95), "AdamW betas", check=each(between(0, 1, high_open=True)))
+        C.set("weight_decay", 0.1, "AdamW weight decay, applied only to Linear weights", check=at_least(0))
+        C.set("grad_norm_clip", 1.0, "clip the gradient norm to this value (0: no clipping)", check=at_least(0))
+        C.set("lr_schedule", "cosine", "cosine: linear warm-up then cosine decay; constant: the course's",
+              choices=LR_SCHEDULES)
+        C.set("warmup_iters", 50, "warm-up steps of the cosine schedule", check=at_least(0))
+        C.set("lr_decay_iters", None, "steps over which cosine decays to min_lr (None: max_iters; on resume: the "
+              "saved run's)", kind=int, check=at_least(1))
+        C.set("min_lr", 5e-5, "learning rate at the end of the cosine schedule", check=at_least(0))
+        C.set("dtype", "auto", "auto is bfloat16 autocast on CUDA, else float32", choices=DTYPES)
+        C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end)",
+              check=at_least(0))
+        C.set("eval_iters", 20, "batches per split in each evaluation", check=at_least(1))
+        C.set("log_interval", 10, "print a log line every this many steps", check=at_least(1))
+        C.set("sample_interval", 200, "write a sample to samples.txt every this many steps and at the end "
+              "(0: never)", check=at_least(0))
+        C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (0: only at the end)",
+              check=at_least(0))
         C.set("probe_attention", True, "time (and on CUDA measure memory of) every attention call")
         C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
+        C.rule(check_schedule)
         return C
 
     def __init__(self, config, model, train_dataset):
-        if config.lr_schedule not in LR_SCHEDULES:
-            raise UserError(f"--trainer.lr_schedule={config.lr_schedule} must be one of {', '.join(LR_SCHEDULES)}")
-        if config.dtype not in ("auto", "float32", "bfloat16"):
-            raise UserError(f"--trainer.dtype={config.dtype} must be auto, float32 or bfloat16")
-        if config.max_iters < 0:
-            raise UserError(f"--trainer.max_iters={config.max_iters} must be >= 0")
-        for key in ("batch_size", "eval_iters", "log_interval"):
-            if getattr(config, key) < 1:
-                raise UserError(f"--trainer.{key}={getattr(config, key)} must be at least 1")
+        config.validate("trainer.")
         self.config = config
         self.model = model
         self.train_dataset = train_dataset
         self.callbacks = defaultdict(list)
 
         self.device = pick_device(config.device)
+        self.device_type = torch.device(self.device).type  # "cuda" for cuda:1 too
         self.model = self.model.to(self.device)
         print("running on device", self.device)
-        bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and self.device == "cuda")
+        if config.lr_schedule == "cosine" and config.warmup_iters > config.max_iters:
+            print(f"warning: --trainer.warmup_iters={config.warmup_iters} is above --trainer.max_iters="
+                  f"{config.max_iters}: the learning rate never reaches its peak {config.learning_rate}",
+                  file=sys.stderr)
+        bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and self.device_type == "cuda")
         self.autocast_dtype = torch.bfloat16 if bf16 else None
 
         self.optimizer = model.configure_optimizers(config)
@@ -88,6 +125,7 @@ class Trainer:
         self.loss = None
         self.metrics = {}
         self.last_eval = None
+        self.stop_requested = False
 
     def add_callback(self, onevent: str, callback):
         self.callbacks[onevent].append(callback)
@@ -111,7 +149,7 @@ class Trainer:
         return C.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (C.learning_rate - C.min_lr)
 
     def autocast(self):
-        return torch.autocast(self.device.split(":")[0], dtype=self.autocast_dtype,
+        return torch.autocast(self.device_type, dtype=self.autocast_dtype,
                               enabled=self.autocast_dtype is not None)
 
     @torch.no_grad()
@@ -142,17 +180,22 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "batch_rng": self.batch_generator.get_state(),
         }
-        if self.device == "cuda":
+        if self.device_type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
         return state
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # the saved groups carry the saved run's betas and weight decay; this run's settings win. The groups are
+        # configure_optimizers': the decayed weights first, then the rest
+        for group, decays in zip(self.optimizer.param_groups, (True, False)):
+            group["betas"] = self.config.betas
+            group["weight_decay"] = self.config.weight_decay if decays else 0.0
         self.iter_num = state["iter_num"]
         torch.set_rng_state(state["torch_rng"])
         self.batch_generator.set_state(state["batch_rng"])
-        if "cuda_rng" in state and self.device == "cuda":
+        if "cuda_rng" in state and self.device_type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"])
 
     def _report(self, bar, text):
@@ -161,7 +204,32 @@ class Trainer:
         else:
             print(text, flush=True)
 
+    @contextlib.contextmanager
+    def _stop_on_interrupt(self):
+        """While the loop runs, Ctrl-C (SIGINT) asks it to stop when the current iteration ends, so that what is
+        saved then is a whole step; a second Ctrl-C stops at once."""
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            print("interrupt: stopping after this iteration (Ctrl-C again to stop at once)", file=sys.stderr)
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
     def run(self):
+        """Train until max_iters, or until the end of the iteration during which Ctrl-C came (then
+        stop_requested is True, and the caller saves what it needs)."""
+        with self._stop_on_interrupt():
+            self._loop()
+
+    def _loop(self):
         model, config = self.model, self.config
         model.train()
         tokens_per_iter = config.batch_size * self.train_dataset.get_block_size()
@@ -181,7 +249,8 @@ class Trainer:
                 _, self.loss = model(x, y)
             model.zero_grad(set_to_none=True)
             self.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
+            if config.grad_norm_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
             self.optimizer.step()
             loss = self.loss.item()  # waits for the device, so the time below is this iteration's own
             iter_dt = time.perf_counter() - t0
@@ -208,5 +277,7 @@ class Trainer:
                                 refresh=False)
                 bar.update(1)
             self.trigger_callbacks("on_batch_end")
+            if self.stop_requested:
+                break
         if bar is not None:
             bar.close()

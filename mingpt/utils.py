@@ -6,7 +6,9 @@ and the one exception type that means "the user asked for something wrong" (prin
 import ast
 import contextlib
 import difflib
+import io
 import json
+import math
 import os
 import random
 import tempfile
@@ -26,25 +28,48 @@ def set_seed(seed):
 # -----------------------------------------------------------------------------
 # atomic writes: a run killed at any instant leaves the previous good file in place
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path):
+    return "." + os.path.basename(path) + "."
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
-    """Open a temporary file beside `path`; rename it over `path` only when the block finishes cleanly."""
+    """Open a temporary file beside `path`; rename it over `path` only when the block finishes cleanly. A write
+    the OS refuses (disk full, file too large, permission) is a UserError naming the file; `path` keeps its
+    previous content."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous {os.path.basename(path)} "
+                            f"(if any) is intact") from None
         raise
+
+
+def remove_stale_temporaries(directory):
+    """Delete the temporary files that a write killed half-way (kill -9, power loss) left in `directory`."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX) and len(name.split(".")) >= 4:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
 
 
 def save_json(obj, path):
@@ -53,13 +78,33 @@ def save_json(obj, path):
 
 
 def save_torch(obj, path):
+    # serialised in memory first, so that a failing disk shows up as an OSError of the plain write
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
 
 
 def save_text(text, path):
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def check_writable_folder(path, flag):
+    """UserError unless `path` is, or can be made as, a folder this process may write to: without creating it."""
+    if not path:
+        raise UserError(f"{flag} is empty; give a folder")
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"is under {probe}, which is a file"
+        raise UserError(f"{flag}={path} {where}; give a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag}={path}: {probe} is not writable; choose another folder")
 
 
 # -----------------------------------------------------------------------------
@@ -74,58 +119,130 @@ def parse_value(text):
         return False
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
         return text
 
 
-def _type_name(value):
-    return type(value).__name__
+class Check:
+    """A condition on one setting's value. `text` is what --help shows (e.g. ">= 1"); calling the check returns
+    None for a good value, else the problem in words. `test` says yes or no; `problem` (value -> str or None)
+    serves checks that explain themselves, such as the device check."""
+
+    def __init__(self, text, test=None, problem=None):
+        self.text, self.test, self.problem = text, test, problem
+
+    def __call__(self, value):
+        if self.problem is not None:
+            return self.problem(value)
+        return None if self.test(value) else f"must be {self.text}"
+
+    def __str__(self):
+        return self.text
 
 
-def coerce(key, value, default):
-    """Check `value` against the type of the default it replaces; return it converted where lossless."""
-    if default is None or value is None:
+def at_least(low):
+    return Check(f">= {low}", lambda v: v >= low)
+
+
+def above(low):
+    return Check(f"> {low}", lambda v: v > low)
+
+
+def between(low, high, high_open=False):
+    """low <= v <= high, or low <= v < high with high_open."""
+    return Check(f"in [{low}, {high}{')' if high_open else ']'}",
+                 lambda v: low <= v < high if high_open else low <= v <= high)
+
+
+def each(check):
+    """`check` on every element of a tuple setting."""
+    return Check(f"each {check}", problem=lambda values: None if all(check(v) is None for v in values)
+                 else f"must have every value {check}")
+
+
+NOT_EMPTY = Check("a non-empty string", lambda v: v != "")
+
+
+class Setting:
+    """What one setting may hold: its type, whether None is allowed, its choices and its check."""
+
+    def __init__(self, kind, nullable, choices, check):
+        self.kind, self.nullable, self.choices, self.check = kind, nullable, choices, check
+
+    def describe(self):
+        """The range or choices for --help, e.g. 'cosine | constant' or '>= 1'."""
+        if self.choices:
+            return "one of " + " | ".join(map(str, self.choices + ((None,) if self.nullable else ())))
+        return f"{self.check} or None" if self.check and self.nullable else str(self.check or "")
+
+
+def _shown(value):
+    return value if isinstance(value, str) and value and value.strip() == value else repr(value)
+
+
+def _type_name(kind):
+    return {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple"}.get(kind, kind.__name__)
+
+
+def _is_kind(value, kind):
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def coerce(key, value, example):
+    """Check `value` against the type of `example` (the default, or a value of the declared type); return it
+    converted where lossless (an int for a float setting, a list for a tuple one)."""
+    if value is None:
         return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
+    if isinstance(example, (tuple, list)):
+        if isinstance(value, (tuple, list)) and len(value) == len(example):
+            return type(example)(coerce(key, v, d) for v, d in zip(value, example))
+        raise UserError(f"--{key}: expected a {_type_name(type(example))} of {len(example)} values like "
+                        f"{example!r}, got {value!r}")
+    if isinstance(example, str):
         return str(value)
-    elif isinstance(default, (tuple, list)):
-        if isinstance(value, (tuple, list)) and len(value) == len(default):
-            return type(default)(coerce(key, v, d) for v, d in zip(value, default))
-        raise UserError(f"--{key}: expected a {_type_name(default)} of {len(default)} values like "
-                        f"{default!r}, got {value!r}")
-    else:
-        return value
-    raise UserError(f"--{key}: expected {_type_name(default)} (default {default!r}), got {value!r}")
+    if _is_kind(value, type(example)):
+        return float(value) if isinstance(example, float) else value
+    raise UserError(f"--{key}: expected {_type_name(type(example))}, got {value!r}")
 
 
 class CfgNode:
-    """minGPT's config node: attributes are settings, nested nodes group them. `set` also records a one-line
-    description that `python chargpt.py --help` prints."""
+    """minGPT's config node: attributes are settings, nested nodes group them. Each setting is declared once with
+    `set` (default, help, and what values it may take) or `derive`; `validate` checks every setting against its
+    declaration, and `python chargpt.py --help` prints them all."""
 
     def __init__(self, **kwargs):
         self.__dict__["_doc"] = {}
+        self.__dict__["_spec"] = {}
         self.__dict__["_derived"] = {}
+        self.__dict__["_rules"] = []
         self.__dict__.update(kwargs)
 
-    def set(self, key, default, doc):
+    def set(self, key, default, doc, *, kind=None, choices=None, check=None, nullable=None):
+        """Declare a setting. kind: its type (default: the default's type; give it when the default is None);
+        choices: the values it may take; check: a Check its values must pass; nullable: whether None is allowed
+        (default: when the default is None)."""
+        kind = kind or (type(default) if default is not None else type(choices[0]) if choices else None)
+        if kind is None:
+            raise TypeError(f"setting {key}: give kind= when the default is None")
         setattr(self, key, default)
         self._doc[key] = doc
+        self._spec[key] = Setting(kind, default is None if nullable is None else nullable, choices, check)
         return self
 
-    def derive(self, key, why):
+    def derive(self, key, why, kind=int, check=None):
         """A setting the program fills in itself (e.g. from the data): a flag for it is an error saying `why`."""
-        setattr(self, key, None)
-        self._doc[key] = why
+        self.set(key, None, why, kind=kind, check=check)
         self._derived[key] = why
+        return self
+
+    def rule(self, check):
+        """A check across this node's settings, run by `validate` after each setting passed its own:
+        check(node) raises UserError naming the flags and the fix."""
+        self._rules.append(check)
         return self
 
     def items(self):
@@ -144,15 +261,54 @@ class CfgNode:
                 rows.append((prefix + k, v, self._doc.get(k, "")))
         return rows
 
+    def describe(self, key):
+        """The range or choices of setting `key` ('' when it has none)."""
+        spec = self._spec.get(key)
+        return spec.describe() if spec and key not in self._derived else ""
+
+    def validate(self, prefix=""):
+        """Check every setting against its declaration, then this node's rules, then the nodes below; raises
+        UserError naming the first bad flag. `prefix` is the node's place in the tree (e.g. "model.")."""
+        for key, value in self.items():
+            spec = self._spec.get(key)
+            if spec is None or isinstance(value, CfgNode):
+                continue
+            flag = f"--{prefix}{key}"
+            if value is None:
+                if spec.nullable:
+                    continue
+                raise UserError(f"{flag} must be set (see --help)")
+            if not _is_kind(value, spec.kind) or (spec.kind is tuple and not value):
+                raise UserError(f"{flag}={_shown(value)}: expected {_type_name(spec.kind)}")
+            if isinstance(value, float) and not math.isfinite(value) or \
+                    isinstance(value, tuple) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise UserError(f"{flag}={_shown(value)} must be a finite number")
+            if spec.choices is not None and value not in spec.choices:
+                raise UserError(f"{flag}={_shown(value)} must be one of {', '.join(map(str, spec.choices))}")
+            problem = spec.check(value) if spec.check else None
+            if problem:
+                raise UserError(f"{flag}={_shown(value)} {problem}")
+        for check in self._rules:
+            check(self)
+        for key, value in self.items():
+            if isinstance(value, CfgNode):
+                value.validate(f"{prefix}{key}.")
+        return self
+
     def merge_from_dict(self, d):
         for k, v in d.items():
             if isinstance(v, dict) and isinstance(getattr(self, k, None), CfgNode):
                 getattr(self, k).merge_from_dict(v)
             else:
-                setattr(self, k, v)
+                setattr(self, k, tuple(v) if isinstance(v, list) and self._is_tuple(k) else v)
+
+    def _is_tuple(self, key):
+        spec = self._spec.get(key)
+        return spec is not None and spec.kind is tuple
 
     def merge_from_args(self, args):
-        """Merge `--node.key=value` (or `node.key=value`) flags. Raises UserError naming the bad flag."""
+        """Merge `--node.key=value` (or `node.key=value`) flags, checking each value's type; ranges, choices and
+        rules are `validate`'s. Raises UserError naming the bad flag."""
         known = [key for key, _, _ in self.flat()]
         for arg in args:
             body = arg[2:] if arg.startswith("--") else arg
@@ -173,9 +329,14 @@ class CfgNode:
                 raise UserError(f"unknown config key --{key}{hint}")
             if leaf in obj._derived:
                 raise UserError(f"--{key} cannot be set: {obj._derived[leaf]}")
-            default = getattr(obj, leaf)
-            value = text if isinstance(default, str) else parse_value(text)
-            setattr(obj, leaf, coerce(key, value, default))
+            default, spec = getattr(obj, leaf), obj._spec.get(leaf)
+            kind = spec.kind if spec else type(default)
+            if kind is str:  # the text as written: a path or a name never goes through literal_eval
+                value = None if text == "None" and (spec is None or spec.nullable) else text
+            else:
+                value = parse_value(text)
+            example = default if default is not None else kind()
+            setattr(obj, leaf, coerce(key, value, example))
 
     def __str__(self):
         return json.dumps(self.to_dict(), indent=2, default=str)
