@@ -94,7 +94,12 @@ def test_shapes_that_disagree_with_the_config(trained, tmp_path):
      "not a resume checkpoint"),
     (lambda run: torch.save(edited(run / "ckpt.pt", lambda c: c.update(iter_num="8")), run / "ckpt.pt"),
      "'iter_num'"),
+    (lambda run: torch.save(edited(run / "ckpt.pt", lambda c: c.update(iter_num=-1)), run / "ckpt.pt"), "negative"),
+    (lambda run: torch.save(edited(run / "ckpt.pt", lambda c: c["logs"].update(train_losses=3)), run / "ckpt.pt"),
+     "'logs'"),
     (lambda run: torch.save(edited(run / "ckpt.pt", lambda c: c.update(torch_rng=torch.zeros(3))),
+                            run / "ckpt.pt"), "does not fit"),
+    (lambda run: torch.save(edited(run / "ckpt.pt", lambda c: c["optimizer"].update(param_groups=[])),
                             run / "ckpt.pt"), "does not fit"),
 ])
 def test_malformed_resume_checkpoint(trained, tmp_path, bad_resume, needle):

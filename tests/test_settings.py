@@ -200,6 +200,13 @@ def test_unreadable_input_file(tmp_path):
         path.chmod(0o644)
 
 
+def test_model_too_large_for_memory(tmp_path, text_file):
+    with pytest.raises(UserError, match="does not fit in this machine's memory"):
+        train(tiny_config(text_file, tmp_path / "run", "--model.n_embd=4000000", "--model.n_query_head=1",
+                          "--model.n_kv_head=1"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_num_threads_sets_torch_threads(tmp_path, text_file):
     threads = torch.get_num_threads()
     try:
