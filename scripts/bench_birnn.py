@@ -6,16 +6,13 @@ against the Elman RNN and the invalid one-pass BiRNN (1.2a): forward+backward ti
 """
 
 import argparse
-import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.model import GPT  # noqa: E402
-from mingpt.run import build_model  # noqa: E402
-from mingpt.utils import machine_info  # noqa: E402
+from mingpt.model import GPT
+from mingpt.run import build_model
+from mingpt.utils import machine_info
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
 

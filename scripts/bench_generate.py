@@ -15,14 +15,11 @@ the ceiling set by reading every weight once per token.
 """
 
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.bench import cache_bytes, generation_speed, gpt_mini, matvec_ms  # noqa: E402
-from mingpt.utils import machine_info, write_csv  # noqa: E402
+from mingpt.bench import cache_bytes, generation_speed, gpt_mini, matvec_ms
+from mingpt.utils import machine_info, write_csv
 
 
 def main():

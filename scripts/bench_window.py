@@ -11,12 +11,9 @@ The measurement itself is mingpt.bench.window_attention_cost, which the window s
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.bench import window_attention_cost  # noqa: E402
-from mingpt.utils import machine_info, write_csv  # noqa: E402
+from mingpt.bench import window_attention_cost
+from mingpt.utils import machine_info, write_csv
 
 
 def main():

@@ -1,22 +1,25 @@
 """
-Gather every study in out/experiments/ into REPORT.md: for each, its scale, the machine and torch version, the
-table of final numbers, its plots (copied to report/ so they can be committed) and the exact commands.
+Gather every study in out/experiments/ into one markdown report: for each, its scale, the machine and torch
+version, the table of final numbers, its plots (copied to a report/ folder beside the markdown) and the exact
+commands.
 
-    python scripts/report.py [--experiments out/experiments [out/experiments_full ...]] [--report REPORT.md]
+    python scripts/report.py [--experiments out/experiments [out/experiments_full ...]]    # out/REPORT.md
+    python scripts/report.py --experiments out/experiments out/experiments_full --report REPORT.md
 
-Several folders (one per scale, say, from the studies' --out) give each study a section per folder.
+By default it writes out/REPORT.md and its plots to out/report/ (the same layout as the committed files, so
+`diff out/REPORT.md REPORT.md` compares them). The committed REPORT.md and report/ are overwritten only when
+asked for with --report REPORT.md. Several folders (one per scale, say, from the studies' --out) give each study
+a section per folder.
 """
 
 import argparse
 import csv
 import json
 import os
-import sys
 
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.utils import save_text  # noqa: E402
+from mingpt.utils import save_text
 
 TABLES = ("final.csv", "cost.csv", "length.csv", "checks.csv")
 
@@ -46,7 +49,9 @@ def markdown_table(path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--experiments", nargs="+", default=["out/experiments"])
-    parser.add_argument("--report", default="REPORT.md")
+    parser.add_argument("--report", default=os.path.join("out", "REPORT.md"),
+                        help="the markdown file to write; its plots go to a report/ folder beside it "
+                             "(default: out/REPORT.md; --report REPORT.md overwrites the committed report)")
     args = parser.parse_args(argv)
     report_dir = os.path.dirname(os.path.abspath(args.report))
     figures = os.path.join(report_dir, "report")

@@ -15,14 +15,11 @@ Study 8, attention_analysis: the writeup's written questions on attention, check
 """
 
 import math
-import os
-import sys
 
 import matplotlib.pyplot as plt
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.study import Study, study_args  # noqa: E402
+from mingpt.study import Study, study_args
 
 
 def max_diff(a, b):

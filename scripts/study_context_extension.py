@@ -7,11 +7,7 @@ at both lengths.
     python scripts/study_context_extension.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.study import Study, loss_curve_figure, study_args  # noqa: E402
+from mingpt.study import Study, loss_curve_figure, study_args
 
 
 def main(argv=None):

@@ -10,16 +10,12 @@ Study 3, gqa_cost: what grouped-query attention saves, for n_kv_head in {1, 2, 3
     python scripts/study_gqa_cost.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
 import matplotlib.pyplot as plt
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.attention import attend, profile_peak_memory  # noqa: E402
-from mingpt.bench import cache_bytes, generation_speed, gpt_mini  # noqa: E402
-from mingpt.study import Study, study_args  # noqa: E402
+from mingpt.attention import attend, profile_peak_memory
+from mingpt.bench import cache_bytes, generation_speed, gpt_mini
+from mingpt.study import Study, study_args
 
 KV_HEADS = [1, 2, 3, 6]
 

@@ -5,11 +5,7 @@ heads) against multi-head attention (n_kv_head=6) over the course's 600 iteratio
     python scripts/study_gqa_loss.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.study import Study, compare_runs, study_args  # noqa: E402
+from mingpt.study import Study, compare_runs, study_args
 
 
 def main(argv=None):

@@ -8,17 +8,13 @@ cosine similarity.
     python scripts/study_positions.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.data import CharDataset, read_text  # noqa: E402
-from mingpt.model import sinusoidal_table  # noqa: E402
-from mingpt.study import Study, compare_runs, study_args  # noqa: E402
+from mingpt.data import CharDataset, read_text
+from mingpt.model import sinusoidal_table
+from mingpt.study import Study, compare_runs, study_args
 
 VARIANTS = {"learned": ["--model.pos_emb=learned"], "sinusoidal": ["--model.pos_emb=sinusoidal"],
             "RoPE": ["--model.rope=True"], "none": ["--model.pos_emb=none"]}

@@ -5,11 +5,7 @@ the invalid one (1.2a, which reads the character it predicts) and the Transforme
     python scripts/study_rnn.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.study import Study, compare_runs, study_args  # noqa: E402
+from mingpt.study import Study, compare_runs, study_args
 
 
 def main(argv=None):

@@ -5,12 +5,8 @@ rotary position embeddings, on one plot, and the two models' samples side by sid
     python scripts/study_rope.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.study import Study, compare_runs, final_sample, study_args  # noqa: E402
-from mingpt.utils import write_csv  # noqa: E402
+from mingpt.study import Study, compare_runs, final_sample, study_args
+from mingpt.utils import write_csv
 
 
 def main(argv=None):

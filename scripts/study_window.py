@@ -6,14 +6,10 @@ models with windows of 16, 32 and 64 tokens against full causal attention at equ
     python scripts/study_window.py --scale quick|cpu|full
 """
 
-import os
-import sys
-
 import matplotlib.pyplot as plt
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mingpt.bench import window_attention_cost  # noqa: E402
-from mingpt.study import Study, compare_runs, study_args  # noqa: E402
+from mingpt.bench import window_attention_cost
+from mingpt.study import Study, compare_runs, study_args
 
 SIZES = {"quick": [128, 256], "cpu": [512, 1024, 2048, 4096], "full": [512, 1024, 2048, 4096, 8192]}
 WINDOWS = {"quick": [16], "cpu": [64, 256], "full": [64, 256]}

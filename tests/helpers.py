@@ -1,0 +1,74 @@
+"""
+Helpers shared by the test files, which import them with `from helpers import ...` (pyproject.toml puts tests/ on
+pytest's pythonpath). The `text_file` fixture is in conftest.py.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mingpt.model import GPT
+from mingpt.run import get_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: chargpt.py, scripts/
+CORPUS = os.path.join(ROOT, "input.txt")
+
+needs_corpus = pytest.mark.skipif(not os.path.exists(CORPUS), reason="input.txt (tiny-shakespeare) not in place")
+
+
+def made_up_text(n_chars=6000, seed=0):
+    """A small text with structure a tiny model can learn: words from a short list."""
+    g = torch.Generator().manual_seed(seed)
+    words = ["the ", "king ", "queen ", "shall ", "speak ", "now, ", "and ", "we ", "go. ", "O ", "God! "]
+    out = []
+    while sum(map(len, out)) < n_chars:
+        out.append(words[int(torch.randint(len(words), (1,), generator=g))])
+    return "".join(out)[:n_chars]
+
+
+def tiny_config(text_file, work_dir, *flags):
+    config = get_config()
+    config.merge_from_args([
+        f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", "--system.wandb=disabled",
+        "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4", "--model.n_kv_head=2",
+        "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.max_iters=8", "--trainer.eval_interval=4",
+        "--trainer.eval_iters=2", "--trainer.log_interval=4", "--trainer.sample_interval=4",
+        "--trainer.checkpoint_interval=4", "--trainer.warmup_iters=2", *flags])
+    return config
+
+
+def model_config(**overrides):
+    C = GPT.get_default_config()
+    settings = dict(vocab_size=11, block_size=64, n_layer=2, n_query_head=6, n_kv_head=6, n_embd=48,
+                    embd_pdrop=0.0, resid_pdrop=0.0, attn_pdrop=0.0)
+    C.merge_from_dict({**settings, **overrides})
+    return C
+
+
+def run_cli(*args, cwd=ROOT, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "chargpt.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def full_forward_greedy_matches(model, seq, prompt_len):
+    """Each generated token is the argmax of one full forward pass over the whole sequence."""
+    logits, _ = model(seq)
+    return torch.equal(logits[:, prompt_len - 1:-1].argmax(-1), seq[:, prompt_len:])
+
+
+def checkout_env():
+    """The environment for running scripts/: this checkout's mingpt comes first on their path, so the tests check
+    this checkout's code even when the environment's `pip install -e .` points at another one."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}

@@ -1,0 +1,61 @@
+"""chargpt.py end to end: a short training run on the real corpus, one-line errors for bad input, the sample
+command."""
+
+import json
+import math
+
+import pytest
+
+from helpers import assert_one_line_error, needs_corpus, run_cli, tiny_config
+from mingpt.run import train
+
+
+# -----------------------------------------------------------------------------
+# end to end (the real corpus)
+
+@pytest.mark.slow
+@needs_corpus
+def test_chargpt_end_to_end(tmp_path):
+    work_dir = tmp_path / "e2e"
+    proc = run_cli(f"--system.work_dir={work_dir}", "--system.wandb=offline", "--model.n_layer=2",
+                   "--model.n_embd=48", "--model.rope=True", "--model.n_kv_head=2", "--trainer.batch_size=8",
+                   "--data.block_size=32", "--trainer.max_iters=6", "--trainer.eval_interval=3",
+                   "--trainer.eval_iters=2", "--trainer.log_interval=2", "--trainer.sample_interval=3")
+    assert proc.returncode == 0, proc.stderr
+    assert "iter 6: train loss" in proc.stdout and "O God, O God!" in proc.stdout
+    logs = json.loads((work_dir / "train_logs.json").read_text())
+    assert len(logs["train_losses"]) == 6 and logs["train_losses"][0] == pytest.approx(math.log(65), rel=0.1)
+    config = json.loads((work_dir / "config.json").read_text())
+    assert config["model"]["vocab_size"] == 65 and config["model"]["rope"] is True
+    assert (work_dir / "wandb").is_dir()  # offline run, no login, no network, no prompt
+
+
+@pytest.mark.slow
+@needs_corpus
+def test_cli_bad_input(tmp_path):
+    assert_one_line_error(run_cli(f"--data.input_file={tmp_path}/missing.txt",
+                                  f"--system.work_dir={tmp_path}/x"), "missing.txt", "--data.input_file")
+    assert_one_line_error(run_cli("--model.n_heads=3"), "--model.n_query_head")
+    assert_one_line_error(run_cli("--model.n_kv_head=4", f"--system.work_dir={tmp_path}/x",
+                                  "--system.wandb=disabled"), "--model.n_kv_head=4")
+    assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/none", "--trainer.resume=True",
+                                  "--system.wandb=disabled"), "resume")
+
+
+def test_sample_command(text_file, tmp_path):
+    work_dir = tmp_path / "run"
+    train(tiny_config(text_file, work_dir, "--model.rope=True", "--model.window=8"))
+    before = {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()}
+    args = [f"--system.work_dir={work_dir}", "--sample.only=True", "--sample.prompt=the king",
+            "--sample.max_new_tokens=40", "--sample.top_p=0.9"]
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    text = first.stdout.strip().splitlines()[-1]
+    assert text.startswith("the king") and len(text) >= len("the king") + 30
+    assert first.stdout == second.stdout  # same seed, same sample
+    assert {p.name: p.stat().st_mtime_ns for p in work_dir.iterdir()} == before  # nothing written
+    assert_one_line_error(run_cli(*args[:2], "--sample.prompt=ROMEO~"), "not in the vocabulary")
+    assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/none", "--sample.only=True"), "no model.pt")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.pt").write_bytes(b"garbage")
+    assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/bad", "--sample.only=True"), "not a readable")

@@ -1,0 +1,127 @@
+"""The experiments: each study at its quick scale (reads the corpus, trains through chargpt.py), then the report
+built from them. All slow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, checkout_env, needs_corpus
+
+pytestmark = pytest.mark.slow  # every test here runs the studies
+
+
+# -----------------------------------------------------------------------------
+# experiments (each study at its quick scale, then the report built from them)
+
+COMPARE = {"final": {"run", "iters", "final_train_loss", "eval_train_loss", "val_loss", "seconds", "ms_per_iter"},
+           "curves": {"run", "iter", "train_loss"}}
+STUDIES = {  # study -> (training runs it makes, {table: columns it must have}, its plots, rows of final.csv)
+    "rope": (2, COMPARE, ["loss"], ["learned positions", "RoPE"]),
+    "context_extension": (4, {"final": {"run", "switch_iter", "val_loss_at_32", "val_loss_at_64"},
+                              "curves": {"run", "iter", "block_size", "train_loss"}}, ["loss"],
+                          ["learned positions", "RoPE"]),
+    "gqa_cost": (4, {"cost": {"n_kv_head", "attention_ms", "attention_peak_mb_per_head",
+                              "attention_peak_mb_group_sum", "kv_cache_bytes", "cached_tokens_per_s"}}, ["cost"], None),
+    "gqa_loss": (2, COMPARE, ["loss"], ["MHA (n_kv_head=6)", "GQA (n_kv_head=2)"]),
+    "window": (4, {**COMPARE, "cost": {"N", "window", "naive_ms", "fast_ms", "sdpa_causal_ms", "naive_peak_bytes",
+                                       "fast_peak_bytes", "sdpa_causal_peak_bytes"}}, ["loss", "cost"],
+               ["full causal", "w=64", "w=32", "w=16"]),
+    "positions": (4, {**COMPARE, "length": {"run", "length", "val_loss"}}, ["loss", "length", "tables"],
+                  ["learned", "sinusoidal", "RoPE", "none"]),
+    "rnn": (5, COMPARE, ["loss"], ["Transformer", "Elman RNN (slide)", "Elman RNN (tanh)",
+                                   "BiRNN on prefixes (valid)", "BiRNN one pass (invalid)"]),
+    "attention_analysis": (0, {"checks": {"check", "value", "expect"}}, ["angle_fit"], None),
+}
+
+
+@pytest.fixture(scope="module")
+def quick_studies(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiments")
+    for name in STUDIES:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", f"study_{name}.py"), "--scale=quick",
+                               f"--out={out}", "--wandb=disabled"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600, stdin=subprocess.DEVNULL, env=checkout_env())
+        assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def read_csv(path):
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def assert_png(path):
+    import matplotlib.image
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert height > 100 and width > 100
+
+
+@needs_corpus
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_study_quick_outputs(quick_studies, name):
+    trainings, tables, plots, runs = STUDIES[name]
+    folder = quick_studies / name
+    for table, columns in tables.items():
+        rows = read_csv(folder / f"{table}.csv")
+        assert rows and columns <= set(rows[0]), table
+    if runs:
+        assert [row["run"] for row in read_csv(folder / "final.csv")] == runs
+    for plot in plots:
+        assert_png(folder / f"{plot}.png")
+    info = json.loads((folder / "study.json").read_text())
+    assert info["scale"] == "quick" and "torch" in info["machine"]
+    commands = (folder / "commands.txt").read_text().splitlines()
+    assert commands[0].startswith("python ") and len(commands) == 1 + trainings
+    assert all(c.startswith("python chargpt.py ") for c in commands[1:])
+
+
+@needs_corpus
+def test_study_findings_at_quick_scale(quick_studies):
+    """What the studies must show even at the smoke-test scale."""
+    cost = read_csv(quick_studies / "gqa_cost" / "cost.csv")
+    cache = {int(r["n_kv_head"]): int(r["kv_cache_bytes"]) for r in cost}
+    assert all(cache[n] * 6 == cache[6] * n for n in cache)  # exactly proportional to n_kv_head
+    window = read_csv(quick_studies / "window" / "cost.csv")
+    assert all(float(r["fast_peak_bytes"]) < float(r["naive_peak_bytes"]) for r in window)
+    length = read_csv(quick_studies / "positions" / "length.csv")
+    beyond = [r for r in length if int(r["length"]) > 32]
+    assert all((r["val_loss"] == "") == (r["run"] in ("learned", "sinusoidal")) for r in beyond)
+    checks = {r["check"][:3]: float(r["value"]) for r in read_csv(quick_studies / "attention_analysis" / "checks.csv")}
+    # 2b is 0 or a few ulps: S = Q Q^T in float64, entries <= 1.4, 16-term dot products whose summation order
+    # differs between BLAS builds (5.6e-17 on an AMD EPYC); rounding bound 2 * 16 * 2^-53 * 1.4 = 5e-15 < 1e-14
+    assert checks["1. "] < 1e-12 and checks["2b."] < 1e-14 and checks["2c."] > 1e-3 and checks["2d."] < 1e-12
+    assert checks["3. "] > 1e-4
+    r2 = [float(r["value"]) for r in read_csv(quick_studies / "attention_analysis" / "checks.csv")
+          if r["check"].startswith("4.")]
+    assert r2[0] < 0.1 and r2[1] > 0.8  # concatenated cannot fit the angle, additive can
+
+
+@needs_corpus
+def test_report_builds_from_quick_studies(quick_studies, tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "report.py"),
+                           f"--experiments={quick_studies}", f"--report={tmp_path / 'REPORT.md'}"],
+                          capture_output=True, text=True, timeout=120, env=checkout_env())
+    assert proc.returncode == 0, proc.stderr
+    report = (tmp_path / "REPORT.md").read_text()
+    for name in STUDIES:
+        assert f"## {name} (quick scale)" in report
+        plot = STUDIES[name][2][0]
+        assert_png(tmp_path / "report" / f"{name}_quick_{plot}.png")
+        assert f"](report/{name}_quick_{plot}.png)" in report
+
+
+@needs_corpus
+def test_report_default_leaves_the_committed_report_alone(quick_studies, tmp_path):
+    """Without --report, report.py writes out/REPORT.md and out/report/, nothing beside them."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "report.py"), f"--experiments={quick_studies}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=checkout_env())
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path) == ["out"] and sorted(os.listdir(tmp_path / "out")) == ["REPORT.md", "report"]
+    assert "](report/attention_analysis_quick_angle_fit.png)" in (tmp_path / "out" / "REPORT.md").read_text()
+    assert (tmp_path / "out" / "report" / "attention_analysis_quick_angle_fit.png").is_file()

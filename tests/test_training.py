@@ -1,0 +1,108 @@
+"""Training through mingpt.run.train: loss, the files of a run, checkpoints, exact resume, context extension
+from a pretrained run, atomic writes."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from mingpt.data import Vocabulary
+from mingpt.model import GPT
+from mingpt.run import load_checkpoint, train
+from mingpt.utils import UserError, atomic_open, save_json
+
+
+# -----------------------------------------------------------------------------
+# training, checkpoints, resume
+
+def test_loss_falls(text_file, tmp_path):
+    config = tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=60", "--trainer.eval_interval=0",
+                         "--trainer.sample_interval=0", "--trainer.learning_rate=3e-3")
+    trainer = train(config)
+    losses = trainer.logs["train_losses"]
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_run_files_and_checkpoint_round_trip(text_file, tmp_path):
+    work_dir = tmp_path / "run"
+    trainer = train(tiny_config(text_file, work_dir))
+    for name in ("args.txt", "config.json", "model.pt", "ckpt.pt", "train_logs.json", "samples.txt"):
+        assert (work_dir / name).is_file(), name
+    logs = json.loads((work_dir / "train_logs.json").read_text())
+    assert len(logs["train_losses"]) == 8 and len(logs["attention_computation_time"]) == 8
+    assert [it for it, _ in logs["val_losses"]] == [4, 8]
+    assert (work_dir / "samples.txt").read_text().count("O God, O God!") == 2
+
+    ckpt = load_checkpoint(str(work_dir / "model.pt"))
+    config = GPT.get_default_config()
+    config.merge_from_dict(ckpt["model_config"])
+    model = GPT(config)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    trainer.model.eval()
+    x = torch.tensor([Vocabulary(ckpt["vocab"]).encode("the king shall")])
+    torch.testing.assert_close(model(x)[0], trainer.model(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("schedule", [["--trainer.lr_schedule=constant"], ["--trainer.lr_decay_iters=8"]])
+def test_exact_resume(text_file, tmp_path, schedule):
+    full = train(tiny_config(text_file, tmp_path / "full", *schedule))
+    train(tiny_config(text_file, tmp_path / "half", "--trainer.max_iters=4", *schedule))
+    resumed = train(tiny_config(text_file, tmp_path / "half", "--trainer.resume=True", *schedule))
+    assert resumed.logs["train_losses"] == full.logs["train_losses"]  # bit for bit
+    assert resumed.logs["val_losses"] == full.logs["val_losses"]
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_errors(text_file, tmp_path):
+    with pytest.raises(UserError, match="no resume checkpoint"):
+        train(tiny_config(text_file, tmp_path / "none", "--trainer.resume=True"))
+    train(tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=2"))
+    with pytest.raises(UserError, match="n_embd"):
+        train(tiny_config(text_file, tmp_path / "run", "--trainer.resume=True", "--model.n_embd=64"))
+
+
+@pytest.mark.parametrize("position", [[], ["--model.rope=True"], ["--model.pos_emb=sinusoidal"]])
+def test_context_extension_from_pretrained(text_file, tmp_path, position):
+    short = train(tiny_config(text_file, tmp_path / "short", *position))
+    long_config = tiny_config(text_file, tmp_path / "long", "--data.block_size=32", "--trainer.max_iters=0",
+                              f"--model.pretrained_folder={tmp_path / 'short'}", *position)
+    extended = train(long_config).model
+    old, new = short.model.state_dict(), extended.state_dict()
+    for key, value in old.items():
+        if key == "transformer.wpe.weight":
+            assert new[key].shape == (32, 32)
+            assert torch.equal(new[key][:16], value)  # existing rows copied, new rows freshly initialised
+            assert not torch.equal(new[key][16:], torch.zeros(16, 32))
+        else:
+            assert torch.equal(new[key], value), key
+    with pytest.raises(UserError, match="own --system.work_dir"):
+        train(tiny_config(text_file, tmp_path / "short", f"--model.pretrained_folder={tmp_path / 'short'}"))
+    with pytest.raises(UserError, match=r"weight has shape \(\d+, 32\) but this model needs \(\d+, 64\)"):
+        train(tiny_config(text_file, tmp_path / "wide", "--model.n_embd=64",
+                          f"--model.pretrained_folder={tmp_path / 'short'}", *position))
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable"):
+        load_checkpoint(str(path))
+
+
+# -----------------------------------------------------------------------------
+# utils
+
+def test_atomic_write_interrupted_keeps_old_file(tmp_path):
+    path = tmp_path / "logs.json"
+    save_json({"version": 1}, str(path))
+    with pytest.raises(RuntimeError):
+        with atomic_open(str(path)) as f:
+            f.write('{"version": 2, "half')
+            raise RuntimeError("killed half-way")
+    assert json.loads(path.read_text()) == {"version": 1}
+    assert os.listdir(tmp_path) == ["logs.json"]  # no temporary file left behind
