@@ -79,7 +79,13 @@ MODELS = {"gpt": GPT, "rnn": RNNLM, "birnn_invalid": partial(BiRNNLM, form="inva
 
 def build_model(C):
     """The model that --model.model_type names."""
-    return MODELS[C.model_type](C)
+    try:
+        return MODELS[C.model_type](C)
+    except (RuntimeError, MemoryError) as e:
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise
+        raise UserError(f"the model does not fit in this machine's memory (--model.n_layer={C.n_layer}, "
+                        f"--model.n_embd={C.n_embd}); make it smaller") from None
 
 
 # -----------------------------------------------------------------------------
@@ -120,6 +126,10 @@ def load_checkpoint(path, what="model.pt", resume=False, hint=""):
             raise UserError(f"{path} is not a chargpt {what}: it has {found} '{key}' entry")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()):
         raise UserError(f"{path}: its 'model' entry is not a state dict of tensors")
+    if resume and ckpt["iter_num"] < 0:
+        raise UserError(f"{path}: its iteration count {ckpt['iter_num']} is negative")
+    if resume and any(not isinstance(ckpt["logs"].get(k, []), list) for k in LOG_LISTS):
+        raise UserError(f"{path}: its 'logs' entry is not chargpt's training logs")
     vocab = ckpt["vocab"]
     if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
         raise UserError(f"{path}: its vocabulary is not a list of distinct characters")
@@ -229,10 +239,12 @@ class WandbLogger:
 # -----------------------------------------------------------------------------
 # training
 
+LOG_LISTS = ("train_losses", "val_losses", "eval_train_losses", "attention_computation_time",
+             "attention_computation_memory", "learning_rates", "iter_time_ms", "tokens_per_s", "samples", "resumes")
+
+
 def new_logs(device):
-    return {"device": device, "train_losses": [], "val_losses": [], "eval_train_losses": [],
-            "attention_computation_time": [], "attention_computation_memory": [], "learning_rates": [],
-            "iter_time_ms": [], "tokens_per_s": [], "samples": [], "resumes": []}
+    return {"device": device, **{key: [] for key in LOG_LISTS}}
 
 
 def check_prompt(C, vocab):

@@ -54,7 +54,8 @@ def run_cli(*args, cwd=ROOT, timeout=600):
 
 
 def assert_one_line_error(proc, *needles):
-    assert proc.returncode != 0
+    """Bad input: exit status 2, one line on stderr with each needle, no traceback."""
+    assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

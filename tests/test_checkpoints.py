@@ -66,6 +66,7 @@ def test_malformed_model_file_is_one_line(trained, tmp_path, name):
     assert str(bad) in str(e.value) and needle in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow  # trains or samples in chargpt.py subprocesses
 @pytest.mark.parametrize("name", ["truncated", "a tensor", "zero heads", "short vocabulary"])
 def test_sample_from_malformed_model_file(trained, tmp_path, name):
     run, _ = trained
@@ -76,6 +77,7 @@ def test_sample_from_malformed_model_file(trained, tmp_path, name):
     assert_one_line_error(proc, str(tmp_path / "model.pt"), needle)
 
 
+@pytest.mark.slow  # trains or samples in chargpt.py subprocesses
 def test_shapes_that_disagree_with_the_config(trained, tmp_path):
     """A state dict whose tensors do not fit the model its own config describes."""
     run, _ = trained
@@ -120,6 +122,7 @@ def limit_file_size(max_bytes):
     return preexec
 
 
+@pytest.mark.slow  # trains or samples in chargpt.py subprocesses
 def test_refused_write_is_one_line_and_keeps_the_checkpoint(trained, tmp_path):
     """A file-size limit below the checkpoint's size makes its write fail with EFBIG (as a full disk fails with
     ENOSPC): one line, exit 2, and the checkpoint of iteration 8 still loads, with no temporary file left."""

@@ -42,6 +42,7 @@ def test_cli_bad_input(tmp_path):
                                   "--system.wandb=disabled"), "resume")
 
 
+@pytest.mark.slow  # trains, then samples in four chargpt.py subprocesses
 def test_sample_command(text_file, tmp_path):
     work_dir = tmp_path / "run"
     train(tiny_config(text_file, work_dir, "--model.rope=True", "--model.window=8"))

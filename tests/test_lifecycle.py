@@ -37,6 +37,7 @@ def read_logs(work_dir):
     return json.loads((work_dir / "train_logs.json").read_text())
 
 
+@pytest.mark.slow  # trains or samples in chargpt.py subprocesses
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     """SIGINT mid-run: exit 130, no traceback, ckpt.pt at the last whole iteration; resuming it gives the losses
     of a run that was never interrupted (dropout on, so the RNG states are part of it)."""
@@ -134,6 +135,7 @@ def test_warmup_longer_than_the_run_warns(tmp_path, text_file, capsys):
     assert "warmup_iters=10" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains or samples in chargpt.py subprocesses
 def test_sample_prints_the_sample_alone_on_stdout(finished):
     work_dir, _ = finished
     proc = run_cli(f"--system.work_dir={work_dir}", "--sample.only=True", "--sample.prompt=the king",
