@@ -309,6 +309,18 @@ def reconcile_resume(config, state, vocab, ckpt_path):
     return changed
 
 
+def restore(trainer, state, ckpt_path, logs):
+    """Put the resume checkpoint's weights, optimizer, iteration and RNG states into the trainer; return the run's
+    logs so far (the checkpoint's, over the empty `logs`)."""
+    load_state_into(trainer.model, state["model"], ckpt_path)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f"{ckpt_path} does not fit this run ({str(e).splitlines()[0]})") from None
+    trainer.logs = {**logs, **state["logs"]}
+    return trainer.logs
+
+
 def describe_schedule(trainer):
     C = trainer.config
     start, end = trainer.iter_num, C.max_iters
@@ -423,20 +435,14 @@ def train(config):
     state = changed = None
     if config.trainer.resume:
         state = load_checkpoint(ckpt_path, "resume checkpoint", resume=True,
-                                   hint=" (train without --trainer.resume first)")
+                                hint=" (train without --trainer.resume first)")
         changed = reconcile_resume(config, state, vocab, ckpt_path)
     # written out, so that config.json and a later resume see the schedule this run follows
     config.trainer.lr_decay_iters = config.trainer.lr_decay_iters or max(1, config.trainer.max_iters)
     trainer = Trainer(config.trainer, model, dataset)
     logs = new_logs(trainer.device)
     if state is not None:
-        load_state_into(model, state["model"], ckpt_path)
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-            raise UserError(f"{ckpt_path} does not fit this run ({str(e).splitlines()[0]})") from None
-        logs = {**logs, **state["logs"]}
-        trainer.logs = logs
+        logs = restore(trainer, state, ckpt_path, logs)
         at, until = trainer.iter_num, config.trainer.max_iters
         if at == until:
             RunFiles(config, model, vocab, trainer, logs).repair_logs()
@@ -464,7 +470,7 @@ def train(config):
               file=sys.stderr)
         files.logger.finish(exit_code=130)
         raise KeyboardInterrupt
-    if files.saved_iter != trainer.iter_num:  # max_iters=0, or a resume that had nothing left to run
+    if files.saved_iter != trainer.iter_num:  # max_iters=0: no iteration saved it
         files.save_checkpoint()
     files.logger.finish()
     trainer.logs = logs
