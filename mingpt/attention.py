@@ -170,20 +170,29 @@ class KVCache:
 
 
 def timed_attend(*args, **kwargs):
-    """`attend` plus its wall time (ms) and, on CUDA, the bytes it leaves allocated (kept for backward) in MB,
-    as the course's probe measures them; memory is None on devices without an allocator counter."""
+    """`attend` plus its wall time (ms) and its memory (MiB). On CUDA the memory is what the course's probe reads:
+    the bytes the call leaves allocated (kept for backward). A CPU allocator keeps no counters, so there it is the
+    bytes of the tensors autograd saves for backward (saved-tensor hooks; each storage counted once), which is what
+    dominates the attention's memory in training; 0 outside autograd (evaluation)."""
     device = args[0].device
-    cuda = device.type == "cuda"
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
-    t0 = time.perf_counter()
-    y = attend(*args, **kwargs)
-    if cuda:
+        t0 = time.perf_counter()
+        y = attend(*args, **kwargs)
         torch.cuda.synchronize(device)
-    elapsed_ms = (time.perf_counter() - t0) * 1000
-    memory_mb = (torch.cuda.memory_allocated(device) - before) / 2**20 if cuda else None
-    return y, elapsed_ms, memory_mb
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        return y, elapsed_ms, (torch.cuda.memory_allocated(device) - before) / 2**20
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+    t0 = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        y = attend(*args, **kwargs)
+    return y, (time.perf_counter() - t0) * 1000, sum(saved.values()) / 2**20
 
 
 @contextlib.contextmanager

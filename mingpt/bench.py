@@ -25,6 +25,20 @@ def time_ms(step, repeats):
     return statistics.median(times)
 
 
+def matmul_peak_flops(device="cpu", dtype=torch.float32, repeats=5):
+    """FLOP/s of a square matmul on `device` in `dtype`, the median of `repeats` after a warm-up: the peak that
+    MFU is measured against (n = 1024 on a CPU, 4096 on a GPU, large enough to keep either busy)."""
+    n = 4096 if torch.device(device).type == "cuda" else 1024
+    gen = torch.Generator(device).manual_seed(0)  # its own: a training run's RNG stream stays untouched
+    a, b = (torch.randn(n, n, device=device, generator=gen).to(dtype) for _ in range(2))
+
+    def step():
+        torch.mm(a, b)
+        if a.is_cuda:
+            torch.cuda.synchronize(a.device)
+    return 2 * n ** 3 / (time_ms(step, repeats) / 1000)
+
+
 def attention_step(fn, n, *args, batch=1, heads=6, kv_heads=None, head_dim=32):
     """A closure running forward + backward of the attention function `fn(q, k, v, *args)` on random inputs."""
     q = torch.randn(batch, heads, n, head_dim, requires_grad=True)

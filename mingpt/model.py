@@ -106,7 +106,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
         self.probe = False
-        self.probe_time_ms = self.probe_memory_mb = None
+        self.probe_time_ms = self.probe_memory_mib = None
 
     def new_cache(self, context):
         """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions. It
@@ -144,7 +144,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
         args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
         if self.probe:
-            y, self.probe_time_ms, self.probe_memory_mb = timed_attend(*args)
+            y, self.probe_time_ms, self.probe_memory_mib = timed_attend(*args)
         else:
             y = attend(*args)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
@@ -314,15 +314,33 @@ class GPT(nn.Module):
             attn.probe = enabled
 
     def attention_probe(self):
-        """Mean over layers of the last call's attention time (ms) and memory (MB, None where unmeasured)."""
+        """Mean over layers of the last call's attention time (ms) and memory (MiB; see timed_attend), or None
+        for each while the probe is off."""
         times = [a.probe_time_ms for a in self.attention_modules() if a.probe_time_ms is not None]
-        mems = [a.probe_memory_mb for a in self.attention_modules() if a.probe_memory_mb is not None]
+        mems = [a.probe_memory_mib for a in self.attention_modules() if a.probe_memory_mib is not None]
         return (sum(times) / len(times) if times else None), (sum(mems) / len(mems) if mems else None)
+
+    def flops_per_token(self, T):
+        """Training FLOPs (forward + backward) per token at context T, as PaLM's appendix B counts them: 6 per
+        weight that multiplies (the embedding tables only look up), plus 12 * n_layer * n_embd per key a query
+        reads for the scores and the weighted values (a window caps the keys at w//2 + 1)."""
+        tables = [m.weight for m in (self.transformer.wte, getattr(self.transformer, "wpe", None)) if m is not None]
+        n_weights = sum(p.numel() for p in self.parameters()) - sum(t.numel() for t in tables)
+        window = self.attention_modules()[0].window
+        keys = min(T, window // 2 + 1) if window else T
+        return 6 * n_weights + 12 * len(self.transformer.h) * self.transformer.wte.embedding_dim * keys
 
     def new_caches(self):
         """One KV cache per layer. A full-attention model looks at block_size positions: a table model never
         gets further (stream crops), one without a table rolls on with its last block_size positions in view."""
         return [attn.new_cache(self.block_size) for attn in self.attention_modules()]
+
+    def kv_cache_bytes(self, batch=1):
+        """Bytes the KV caches of a generation of `batch` sequences hold: per layer, K and V ring buffers of
+        (batch, n_kv_head, capacity, head_dim) in the weights' dtype."""
+        itemsize = self.lm_head.weight.element_size()
+        return sum(2 * batch * attn.n_kv_head * cache.capacity * attn.head_dim * itemsize
+                   for attn, cache in zip(self.attention_modules(), self.new_caches()))
 
     @torch.inference_mode()
     def stream(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,

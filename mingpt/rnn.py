@@ -106,6 +106,10 @@ class RNNLM(RecurrentLM):
         self.layers = nn.ModuleList([ElmanRNN(sizes[i], config.n_embd, sizes[i + 1], config.rnn_activation)
                                      for i in range(config.n_layer)])
 
+    def flops_per_token(self, T):
+        """Training FLOPs per token: 6 per weight that multiplies (the embedding only looks up), as for GPT."""
+        return 6 * (self.num_params() - self.wte.weight.numel())
+
     def run(self, idx, state=None):
         """Logits (B, T, vocab) and each layer's last hidden state, starting from `state` (None: zeros)."""
         x = self.drop(self.wte(idx))

@@ -13,19 +13,21 @@ Every file is written to a temporary name and renamed, so a run killed at any in
 good files loadable.
 """
 
-import netrc
 import os
 import sys
+import time
 from functools import partial
 
 import torch
 
+from mingpt.bench import matmul_peak_flops
+from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.data import CharDataset, Vocabulary, read_text
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer, pick_device
 from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, check_writable_folder, \
-    remove_stale_temporaries, save_json, save_text, save_torch, set_seed
+    machine_info, remove_stale_temporaries, save_json, save_text, save_torch, set_seed
 
 WANDB_MODES = ("online", "offline", "disabled")
 SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)
@@ -36,9 +38,16 @@ def get_config():
     C.system = CN()
     C.system.set("seed", 3407, "random seed for weights, batches and dropout", check=SEED)
     C.system.set("work_dir", "out/chargpt", "folder for this run's checkpoints, logs and samples", check=NOT_EMPTY)
-    C.system.set("wandb", None, "wandb mode (None: online with a wandb login, else offline)", choices=WANDB_MODES)
-    C.system.set("wandb_project", "chargpt", "wandb project", check=NOT_EMPTY)
-    C.system.set("wandb_group", None, "wandb group (e.g. one per study)", kind=str, check=NOT_EMPTY)
+    C.system.set("wandb", None, "wandb mode (None: $WANDB_MODE, else online with a wandb login, else offline)",
+                 choices=WANDB_MODES)
+    C.system.set("wandb_project", None, "wandb project (None: $WANDB_PROJECT, else chargpt)", kind=str,
+                 check=NOT_EMPTY)
+    C.system.set("wandb_name", None, "wandb run name (None: $WANDB_NAME, else work_dir's path below out/)",
+                 kind=str, check=NOT_EMPTY)
+    C.system.set("wandb_group", None, "wandb group, e.g. one per study (None: $WANDB_RUN_GROUP, else none)",
+                 kind=str, check=NOT_EMPTY)
+    C.system.set("wandb_tags", None, "wandb tags, comma-separated (None: $WANDB_TAGS, else none)", kind=str,
+                 check=NOT_EMPTY)
     C.system.set("num_threads", None, "CPU threads torch uses (None: torch's default, one per core); 1 is faster "
                  "when another process shares the cores", kind=int, check=at_least(1))
     C.data = CharDataset.get_default_config()
@@ -186,57 +195,6 @@ def model_file(model, config, vocab, iter_num):
 
 
 # -----------------------------------------------------------------------------
-# wandb
-
-def wandb_mode(setting):
-    if setting is not None:
-        return setting
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        return "online" if netrc.netrc().authenticators("api.wandb.ai") else "offline"
-    except (OSError, netrc.NetrcParseError):
-        return "offline"
-
-
-class WandbLogger:
-    """Sends the run to wandb; a no-op when disabled. Never prompts: a failed online start falls back to
-    offline."""
-
-    def __init__(self, config):
-        self.run = None
-        mode = wandb_mode(config.system.wandb)
-        if mode == "disabled":
-            return
-        import wandb
-        self.wandb = wandb
-        kwargs = dict(project=config.system.wandb_project, group=config.system.wandb_group,
-                      name=os.path.basename(os.path.normpath(config.system.work_dir)), config=config.to_dict(),
-                      dir=config.system.work_dir, settings=wandb.Settings(init_timeout=30, silent=True))
-        try:
-            self.run = wandb.init(mode=mode, **kwargs)
-        except Exception as e:
-            if mode == "offline":
-                raise
-            print(f"wandb online start failed ({type(e).__name__}); logging offline instead")
-            self.run = wandb.init(mode="offline", **kwargs)
-        self.samples = wandb.Table(columns=["iter", "sample"], log_mode="INCREMENTAL")
-
-    def log(self, metrics, step):
-        if self.run:
-            self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
-
-    def log_sample(self, iter_num, text):
-        if self.run:
-            self.samples.add_data(iter_num, text)
-            self.run.log({"samples": self.samples}, step=iter_num)
-
-    def finish(self, exit_code=0):
-        if self.run:
-            self.run.finish(exit_code=exit_code)
-
-
-# -----------------------------------------------------------------------------
 # training
 
 LOG_LISTS = ("train_losses", "val_losses", "eval_train_losses", "attention_computation_time",
@@ -331,6 +289,18 @@ def describe_schedule(trainer):
             f"iterations; --trainer.lr_decay_iters changes that)")
 
 
+def resolved_config(config, model, trainer):
+    """The config as the run uses it ("auto" and None replaced by what they mean), plus what the run is made of:
+    what config.json holds and the wandb run records."""
+    resolved = config.to_dict()
+    if hasattr(model, "pos_emb"):
+        resolved["model"]["pos_emb"] = model.pos_emb
+    resolved["trainer"].update(device=trainer.device, dtype=trainer.dtype_name)
+    resolved["system"]["num_threads"] = torch.get_num_threads()
+    return {**resolved, "params": model.num_params(), "device": trainer.device, "dtype": trainer.dtype_name,
+            "torch": torch.__version__, "machine": machine_info()}
+
+
 class RunFiles:
     """What a training run writes to system.work_dir and sends to wandb, from the trainer's callback."""
 
@@ -340,16 +310,25 @@ class RunFiles:
         self.ckpt_path = os.path.join(self.dir, "ckpt.pt")
         self.saved_iter = trainer.iter_num if config.trainer.resume else None
         self.logger = None
+        self.flops_per_iter = self.peak_flops = None
 
     def start(self):
         """The first writes of the run, once every input has been checked."""
         os.makedirs(self.dir, exist_ok=True)
         remove_stale_temporaries(self.dir)  # left by a write that a kill cut short
         save_text(" ".join(sys.argv) + "\n", os.path.join(self.dir, "args.txt"))
-        save_json(self.config.to_dict(), os.path.join(self.dir, "config.json"))
+        resolved = resolved_config(self.config, self.model, self.trainer)
+        save_json(resolved, os.path.join(self.dir, "config.json"))
         if self.config.trainer.resume:
             self.repair_logs()
-        self.logger = WandbLogger(self.config)
+        run_id = saved_run_id(self.dir) if self.config.trainer.resume else None
+        self.logger = WandbRun(self.config.system, resolved, self.dir, run_id=run_id)
+        if self.logger.id:
+            save_text(self.logger.id + "\n", os.path.join(self.dir, RUN_ID_FILE))
+        if self.logger.run and hasattr(self.model, "flops_per_token"):
+            T = self.trainer.train_dataset.get_block_size()
+            self.flops_per_iter = self.model.flops_per_token(T) * T * self.config.trainer.batch_size
+            self.peak_flops = matmul_peak_flops(self.trainer.device, self.trainer.autocast_dtype or torch.float32)
 
     def repair_logs(self):
         """Rewrite the logs and samples from the resume checkpoint: a kill between the checkpoint's rename and
@@ -374,12 +353,17 @@ class RunFiles:
 
     def write_sample(self):
         trainer, config = self.trainer, self.config
+        t0 = time.perf_counter()
         text = config.sample.prompt + "".join(
             sample_tokens(self.model, self.vocab, config.sample, trainer.device, config.system.seed + trainer.iter_num))
+        seconds = time.perf_counter() - t0
         print(text)
         self.logs["samples"].append({"iter": trainer.iter_num, "text": text})
         self.save_samples()
         self.logger.log_sample(trainer.iter_num, text)
+        kv_bytes = self.model.kv_cache_bytes() if hasattr(self.model, "kv_cache_bytes") else None
+        self.logger.log({"gen/kv_cache_bytes": kv_bytes if config.sample.use_cache else 0,
+                         "gen/tokens_per_s": config.sample.max_new_tokens / seconds}, trainer.iter_num)
 
     def on_batch_end(self, trainer):
         logs, m, C = self.logs, trainer.metrics, self.config.trainer
@@ -389,17 +373,18 @@ class RunFiles:
         logs["tokens_per_s"].append(m["tokens_per_s"])
         if m["attention_ms"] is not None:
             logs["attention_computation_time"].append(m["attention_ms"])
-        if m["attention_mb"] is not None:
-            logs["attention_computation_memory"].append(m["attention_mb"])
-        wandb_metrics = {"train/loss": m["loss"], "train/lr": m["lr"], "train/iter_ms": m["iter_ms"],
-                         "train/tokens_per_s": m["tokens_per_s"], "attention_computation_time": m["attention_ms"],
-                         "attention_computation_memory": m["attention_mb"]}
+        if m["attention_mib"] is not None:
+            logs["attention_computation_memory"].append(m["attention_mib"])
+        metrics = {"train/loss": m["loss"], "lr": m["lr"], "perf/iter_ms": m["iter_ms"],
+                   "perf/tokens_per_s": m["tokens_per_s"], "attn/time_ms": m["attention_ms"],
+                   "attn/mem_mib": m["attention_mib"]}
+        if self.peak_flops:
+            metrics["perf/mfu"] = self.flops_per_iter / (m["iter_ms"] / 1000) / self.peak_flops
         if trainer.last_eval:
             logs["val_losses"].append([trainer.iter_num, trainer.last_eval["val"]])
             logs["eval_train_losses"].append([trainer.iter_num, trainer.last_eval["train"]])
-            wandb_metrics.update({"eval/train_loss": trainer.last_eval["train"],
-                                  "eval/val_loss": trainer.last_eval["val"]})
-        self.logger.log(wandb_metrics, trainer.iter_num)
+            metrics.update({"val/loss": trainer.last_eval["val"], "eval/train_loss": trainer.last_eval["train"]})
+        self.logger.log(metrics, trainer.iter_num)
         done = trainer.iter_num == C.max_iters
         if C.sample_interval and (trainer.iter_num % C.sample_interval == 0 or done):
             self.write_sample()
@@ -459,8 +444,8 @@ def train(config):
     trainer.set_callback("on_batch_end", files.on_batch_end)
     try:
         trainer.run()
-    except KeyboardInterrupt:  # a second Ctrl-C, mid-iteration: what is on disk stays as it was
-        files.logger.finish(exit_code=130)
+    except BaseException as e:  # a second Ctrl-C mid-iteration (what is on disk stays as it was), or a failure
+        files.logger.finish(exit_code=130 if isinstance(e, KeyboardInterrupt) else 1)
         raise
     if trainer.stop_requested:
         if files.saved_iter != trainer.iter_num:

@@ -7,9 +7,12 @@ study leaves in out/experiments/<study>/:
   <name>.png        its plots
   study.json        study name, scale, what the scale changed, machine, torch version, date
 
-Runs go to wandb in one group per study (offline unless logged in); the figures go there as images too.
+Runs go to wandb (offline unless logged in) in one group per study and scale (e.g. gqa_cost-cpu), each named
+<study>-<scale>/<setting> with the config it trained with; an `analysis` run of the study's own settings holds
+its figures, its tables (every CSV) and the last sample of each training run.
 """
 
+import csv
 import os
 import re
 import shlex
@@ -21,7 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mingpt.run import WandbLogger, get_config, sample_tokens, train  # noqa: E402
+from mingpt.dashboard import WandbRun  # noqa: E402
+from mingpt.run import get_config, sample_tokens, train  # noqa: E402
 from mingpt.utils import machine_info, save_json, write_csv  # noqa: E402
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
@@ -46,6 +50,7 @@ class Study:
             raise SystemExit(f"--scale {scale}: choose one of {', '.join(SCALES)}")
         self.name, self.scale = name, scale
         self.dir = os.path.join(root, name)
+        self.group = f"{name}-{scale}"  # wandb's group: the scales of one study stay apart
         self.wandb = wandb
         os.makedirs(self.dir, exist_ok=True)
         self.commands = ["python " + " ".join(shlex.quote(a) for a in sys.argv)]
@@ -63,8 +68,8 @@ class Study:
         flags = COURSE_FLAGS + SCALES[self.scale]["flags"] + [
             f"--trainer.max_iters={self.iters(course_iters)}",
             f"--trainer.eval_interval={max(1, self.iters(course_iters) // 6)}",
-            f"--system.work_dir={self.run_dir(run)}",
-            f"--system.wandb_group={self.name}"] + list(flags)
+            f"--system.work_dir={self.run_dir(run)}", f"--system.wandb_group={self.group}",
+            f"--system.wandb_name={self.group}/{run}", f"--system.wandb_tags={self.name},{self.scale}"] + list(flags)
         if self.wandb:
             flags.append(f"--system.wandb={self.wandb}")
         self.commands.append("python chargpt.py " + " ".join(shlex.quote(f) for f in flags))
@@ -84,25 +89,47 @@ class Study:
         plt.close(fig)
 
     def finish(self, summary=None):
-        """Write commands.txt and study.json; send the figures to wandb."""
+        """Write commands.txt and study.json; send the figures, tables and samples to wandb."""
         with open(self.path("commands.txt"), "w") as f:
             f.write("\n".join(self.commands) + "\n")
         info = {"study": self.name, "scale": self.scale, "scale_note": SCALES[self.scale]["note"],
-                "machine": machine_info(), "seconds": round(time.time() - self.started, 1),
-                "date": time.strftime("%Y-%m-%d"), **(summary or {})}
+                "scale_flags": COURSE_FLAGS + SCALES[self.scale]["flags"], "machine": machine_info(),
+                "seconds": round(time.time() - self.started, 1), "date": time.strftime("%Y-%m-%d"), **(summary or {})}
         save_json(info, self.path("study.json"))
-        config = get_config()
-        config.system.wandb_group = self.name
-        config.system.wandb = self.wandb
-        config.system.work_dir = os.path.join(self.dir, "figures")
-        os.makedirs(config.system.work_dir, exist_ok=True)
-        logger = WandbLogger(config)
-        if logger.run:
-            images = {f[:-4]: logger.wandb.Image(self.path(f)) for f in sorted(os.listdir(self.dir))
-                      if f.endswith(".png")}
-            logger.run.log(images)
-        logger.finish()
+        system = get_config().system
+        system.wandb, system.wandb_group, system.wandb_tags = self.wandb, self.group, f"{self.name},{self.scale}"
+        run = WandbRun(system, info, self.dir, job_type="analysis", name=f"{self.group}/analysis")
+        files = sorted(os.listdir(self.dir))
+        tables = {name[:-4]: read_table(self.path(name)) for name in files if name.endswith(".csv")}
+        samples = self.final_samples()
+        if samples:
+            tables["samples"] = (["run", "sample"], samples)
+        run.log_files({name[:-4]: self.path(name) for name in files if name.endswith(".png")}, tables)
+        run.finish()
         print(f"{self.name} ({self.scale}): wrote {self.dir}")
+
+    def final_samples(self):
+        """[run folder, last sample] of each training run that wrote samples."""
+        runs = os.path.join(self.dir, "runs")
+        rows = []
+        for run in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+            path = os.path.join(runs, run, "samples.txt")
+            if os.path.exists(path):
+                with open(path) as f:
+                    rows.append([run, f.read().rsplit("---\n", 1)[-1].strip()])
+        return rows
+
+
+def read_table(path):
+    """A CSV as (columns, rows), numbers as floats."""
+    def value(text):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    with open(path) as f:
+        columns, *rows = list(csv.reader(f))
+    return columns, [[value(v) for v in row] for row in rows]
 
 
 def loss_curve_figure(curves, title, ylabel="training loss"):

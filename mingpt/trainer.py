@@ -113,6 +113,7 @@ class Trainer:
                   file=sys.stderr)
         bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and self.device_type == "cuda")
         self.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.dtype_name = "bfloat16" if bf16 else "float32"
 
         self.optimizer = model.configure_optimizers(config)
         # training batches draw from their own generator so that evaluation and sampling never shift them
@@ -256,13 +257,12 @@ class Trainer:
             iter_dt = time.perf_counter() - t0
             self.iter_num += 1
 
-            attn_ms, attn_mb = model.attention_probe() if hasattr(model, "attention_probe") else (None, None)
+            attn_ms, attn_mib = model.attention_probe() if hasattr(model, "attention_probe") else (None, None)
             self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
                             "tokens_per_s": tokens_per_iter / iter_dt,
-                            "attention_ms": attn_ms, "attention_mb": attn_mb}
+                            "attention_ms": attn_ms, "attention_mib": attn_mib}
             if self.iter_num % config.log_interval == 0 or self.iter_num == config.max_iters:
-                mem = f"{attn_mb:.2f}MB" if attn_mb is not None else "n/a on " + self.device
-                attn = f"; attn {attn_ms:.2f}ms, mem {mem}" if attn_ms is not None else ""
+                attn = f"; attn {attn_ms:.2f}ms, {attn_mib:.2f}MiB" if attn_ms is not None else ""
                 self._report(bar, f"iter {self.iter_num}: loss {loss:.4f}, lr {lr:.2e}, "
                                   f"{iter_dt * 1000:.0f}ms/iter, {tokens_per_iter / iter_dt:.0f} tok/s{attn}")
             self.last_eval = None

@@ -38,8 +38,8 @@ def main(argv=None):
         block = trainer.train_dataset.get_block_size()
         row = {"n_kv_head": n_kv, "attention_ms": sum(logs["attention_computation_time"][1:]) /
                max(1, len(logs["attention_computation_time"]) - 1)}
-        if logs["attention_computation_memory"]:
-            row["attention_mb_cuda_probe"] = sum(logs["attention_computation_memory"]) / len(
+        if logs["attention_computation_memory"]:  # CUDA: allocated by the call; CPU: saved for backward
+            row["attention_probe_mib"] = sum(logs["attention_computation_memory"]) / len(
                 logs["attention_computation_memory"])
         row["attention_peak_mb_per_head"] = core_peak_mb(C.batch_size, block, n_kv, "per_head")
         row["attention_peak_mb_group_sum"] = core_peak_mb(C.batch_size, block, n_kv, "group_sum")

@@ -73,3 +73,52 @@ def checkout_env():
     """The environment for running scripts/: this checkout's mingpt comes first on their path, so the tests check
     this checkout's code even when the environment's `pip install -e .` points at another one."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+
+
+def wandb_runs(folder):
+    """What the offline wandb runs under `folder` recorded, read back from their .wandb files (LevelDB-style
+    log blocks of wandb's protobuf records), oldest first: one dict per file with the run record's fields, the
+    config, each history row, the last summary values, the metric definitions and the exit code."""
+    import glob
+    import json
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    def key(item):
+        return item.key or "/".join(item.nested_key)
+
+    runs = []
+    for path in sorted(glob.glob(os.path.join(folder, "**", "offline-run-*", "*.wandb"), recursive=True),
+                       key=os.path.getmtime):
+        with open(path, "rb") as f:
+            data = f.read()
+        assert data[:4] == b":W&B", path
+        run = {"history": [], "summary": {}, "metrics": {}, "exit_code": None}
+        block, pos, chunks = 32768, 7, []
+        while pos + 7 <= len(data):
+            if block - pos % block < 7:  # a block's tail too short for a header is padding
+                pos += block - pos % block
+                continue
+            length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+            chunks.append(data[pos + 7:pos + 7 + length])
+            pos += 7 + length
+            if kind not in (1, 4):  # FIRST and MIDDLE fragments wait for the LAST one
+                continue
+            record = pb.Record()
+            record.ParseFromString(b"".join(chunks))
+            chunks = []
+            which = record.WhichOneof("record_type")
+            if which == "run":
+                r = record.run
+                run.update(id=r.run_id, name=r.display_name, group=r.run_group, job_type=r.job_type,
+                           tags=list(r.tags), project=r.project,
+                           config={key(u): json.loads(u.value_json) for u in r.config.update})
+            elif which == "history":
+                run["history"].append({key(i): json.loads(i.value_json) for i in record.history.item})
+            elif which == "summary":
+                run["summary"].update({key(u): json.loads(u.value_json) for u in record.summary.update})
+            elif which == "metric":
+                run["metrics"][record.metric.name] = record.metric
+            elif which == "exit":
+                run["exit_code"] = record.exit.exit_code
+        runs.append(run)
+    return runs

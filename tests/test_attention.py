@@ -205,10 +205,17 @@ def test_dropout_train_vs_eval():
 
 def test_probes_on_cpu():
     q, k, v = torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16)
-    y, ms, mb = timed_attend(q, k, v)
+    y, ms, mib = timed_attend(q, k, v)
     torch.testing.assert_close(y, attend(q, k, v))
-    assert ms > 0 and mb is None  # no allocator counter on CPU
+    assert ms > 0 and mib == 0  # nothing needs grad: autograd saves nothing
     score_bytes = 2 * 256 * 256 * 4
+    # on CPU the probe's memory is what autograd saves for backward: the naive path keeps its (B, H, T, T)
+    # probabilities, the fused kernel only q, k, v, the output and a row statistic
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    _, _, naive_mib = timed_attend(q, k, v, 0, "naive")
+    _, _, fused_mib = timed_attend(q, k, v, 0, "fast")
+    assert score_bytes / 2**20 <= naive_mib < 4 * (score_bytes + 4 * q.nbytes) / 2**20
+    assert fused_mib < naive_mib / 4
     naive_peak = profile_peak_memory(naive_attention, q, k, v)
     assert naive_peak >= score_bytes
     banded_peak = profile_peak_memory(banded_attention, q, k, v, 16)

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT, made_up_text, run_cli, tiny_config
+from helpers import ROOT, made_up_text, run_cli, tiny_config, wandb_runs
 from mingpt.attention import naive_attention, profile_peak_memory
 from mingpt.run import load_checkpoint, train
 from mingpt.utils import UserError
@@ -39,12 +39,14 @@ def read_logs(work_dir):
 
 @pytest.mark.slow  # trains or samples in chargpt.py subprocesses
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
-    """SIGINT mid-run: exit 130, no traceback, ckpt.pt at the last whole iteration; resuming it gives the losses
-    of a run that was never interrupted (dropout on, so the RNG states are part of it)."""
+    """SIGINT mid-run: exit 130, no traceback, ckpt.pt at the last whole iteration, the wandb run ended with exit
+    code 130; resuming it gives the losses of a run that was never interrupted (dropout on, so the RNG states are
+    part of it)."""
     text = tmp_path / "tiny.txt"
     text.write_text(made_up_text())
     args = [sys.executable, os.path.join(ROOT, "chargpt.py"), f"--data.input_file={text}", *TINY]
-    proc = subprocess.Popen(args + [f"--system.work_dir={tmp_path / 'cut'}", "--trainer.max_iters=100000"],
+    proc = subprocess.Popen(args + [f"--system.work_dir={tmp_path / 'cut'}", "--trainer.max_iters=100000",
+                                    "--system.wandb=offline"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     for line in proc.stdout:
         if line.startswith("iter 3:"):
@@ -55,6 +57,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     assert "Traceback" not in err and "--trainer.resume=True" in err
     cut = load_checkpoint(str(tmp_path / "cut" / "ckpt.pt"), resume=True)["iter_num"]
     assert cut >= 3
+    assert [run["exit_code"] for run in wandb_runs(tmp_path / "cut")] == [130]  # shows as crashed, not finished
     total = cut + 3
     resumed = subprocess.run(args + [f"--system.work_dir={tmp_path / 'cut'}", f"--trainer.max_iters={total}",
                                      "--trainer.resume=True"], capture_output=True, text=True, timeout=300)

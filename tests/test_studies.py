@@ -125,3 +125,28 @@ def test_report_default_leaves_the_committed_report_alone(quick_studies, tmp_pat
     assert os.listdir(tmp_path) == ["out"] and sorted(os.listdir(tmp_path / "out")) == ["REPORT.md", "report"]
     assert "](report/attention_analysis_quick_angle_fit.png)" in (tmp_path / "out" / "REPORT.md").read_text()
     assert (tmp_path / "out" / "report" / "attention_analysis_quick_angle_fit.png").is_file()
+
+
+@needs_corpus
+def test_study_runs_on_wandb(tmp_path):
+    """One group per study and scale, a run per setting with the config it trained with, and an analysis run of
+    the study's own settings holding the figures, the tables and the samples."""
+    from helpers import wandb_runs
+    env = {k: v for k, v in checkout_env().items() if not k.startswith("WANDB_")}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "study_rope.py"), "--scale=quick",
+                           f"--out={tmp_path}", "--wandb=offline"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL, env={**env, "WANDB_SILENT": "true"})
+    assert proc.returncode == 0, proc.stderr
+    runs = {run["name"]: run for run in wandb_runs(tmp_path / "rope")}
+    assert set(runs) == {"rope-quick/learned positions", "rope-quick/RoPE", "rope-quick/analysis"}
+    assert {run["group"] for run in runs.values()} == {"rope-quick"}
+    assert runs["rope-quick/RoPE"]["config"]["model"]["rope"] is True
+    assert runs["rope-quick/learned positions"]["config"]["model"]["rope"] is False
+    analysis = runs["rope-quick/analysis"]
+    assert analysis["job_type"] == "analysis" and analysis["config"]["study"] == "rope"
+    assert analysis["config"]["scale"] == "quick"
+    logged = {key.removesuffix("/_type"): value for row in analysis["history"] for key, value in row.items()
+              if key.endswith("/_type")}  # a media value's fields come as nested keys
+    assert logged == {"loss": "image-file", "curves": "table-file", "final": "table-file", "samples": "table-file"}
+    rows = next(row for row in analysis["history"] if "samples/nrows" in row)
+    assert rows["samples/nrows"] == 2 and rows["final/nrows"] == 2
