@@ -38,16 +38,20 @@ def attention_mask(T_q, T_k, window=0, device=None):
 
 
 def naive_attention(q, k, v, window=0, dropout_p=0.0):
-    groups = q.size(1) // k.size(1)
-    q = rearrange(q, "b (h g) t d -> b h g t d", g=groups)
-    k, v = k.unsqueeze(2), v.unsqueeze(2)  # (B, n_kv, 1, T_k, hd): broadcast over the group, never copied
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, n_kv, g, T_q, T_k)
-    att = att.masked_fill(~attention_mask(q.size(-2), k.size(-2), window, q.device), float("-inf"))
+    B, n_q, T_q, hd = q.shape
+    n_kv, T_k = k.size(1), k.size(2)
+    groups = n_q // n_kv
+    # a group's query heads become rows of one matmul against their shared key/value head: K and V are read,
+    # and saved for backward, at n_kv_head size (a broadcast matmul would materialise g copies of them)
+    q = rearrange(q, "b (h g) t d -> b h (g t) d", g=groups)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (B, n_kv, g*T_q, T_k)
+    allowed = attention_mask(T_q, T_k, window, q.device).repeat(groups, 1)  # (g*T_q, T_k)
+    att = att.masked_fill(~allowed, float("-inf"))
     att = F.softmax(att, dim=-1)
     if dropout_p:
         att = F.dropout(att, dropout_p)
-    y = att @ v  # (B, n_kv, g, T_q, hd)
-    return rearrange(y, "b h g t d -> b (h g) t d")
+    y = att @ v  # (B, n_kv, g*T_q, hd)
+    return rearrange(y, "b h (g t) d -> b (h g) t d", g=groups)
 
 
 def window_block_size(window):
@@ -169,20 +173,39 @@ class KVCache:
         return 0 if self.k is None else self.k.nbytes + self.v.nbytes
 
 
+class ProbeReading:
+    """What the probe measured around one attention call: time (ms), memory (MiB) and, on CUDA, the peak above the
+    start (MiB). On CUDA the time comes from two events, read only when asked, after the training step has
+    synchronised: reading them at once would stall the GPU, and a host clock would time the launch instead."""
+
+    def __init__(self, memory_mib, time_ms=None, events=None, peak_mib=None):
+        self.memory_mib, self.peak_mib, self._time_ms, self._events = memory_mib, peak_mib, time_ms, events
+
+    @property
+    def time_ms(self):
+        if self._events is not None:
+            start, end = self._events
+            end.synchronize()
+            return start.elapsed_time(end)
+        return self._time_ms
+
+
 def timed_attend(*args, **kwargs):
-    """`attend` plus its wall time (ms) and its memory (MiB). On CUDA the memory is what the course's probe reads:
-    the bytes the call leaves allocated (kept for backward). A CPU allocator keeps no counters, so there it is the
-    bytes of the tensors autograd saves for backward (saved-tensor hooks; each storage counted once), which is what
-    dominates the attention's memory in training; 0 outside autograd (evaluation)."""
+    """`attend` and a ProbeReading of it. On CUDA the memory is the course's figure, the bytes the call leaves
+    allocated (kept for backward), and the peak is the most allocated during it, both above what was allocated
+    before. A CPU allocator keeps no counters, so there the memory is the bytes of the tensors autograd saves for
+    backward (saved-tensor hooks; each storage counted once), which dominates the attention's training memory;
+    0 outside autograd (evaluation)."""
     device = args[0].device
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
-        t0 = time.perf_counter()
+        torch.cuda.reset_peak_memory_stats(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         y = attend(*args, **kwargs)
-        torch.cuda.synchronize(device)
-        elapsed_ms = (time.perf_counter() - t0) * 1000
-        return y, elapsed_ms, (torch.cuda.memory_allocated(device) - before) / 2**20
+        end.record()
+        return y, ProbeReading((torch.cuda.memory_allocated(device) - before) / 2**20, events=(start, end),
+                               peak_mib=(torch.cuda.max_memory_allocated(device) - before) / 2**20)
     saved = {}
 
     def pack(tensor):
@@ -192,7 +215,7 @@ def timed_attend(*args, **kwargs):
     t0 = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         y = attend(*args, **kwargs)
-    return y, (time.perf_counter() - t0) * 1000, sum(saved.values()) / 2**20
+    return y, ProbeReading(sum(saved.values()) / 2**20, time_ms=(time.perf_counter() - t0) * 1000)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,8 @@ METRICS = {  # key -> what it holds, for the README and for anyone reading a run
     "attn/time_ms": "forward time of the attention core, mean over layers, ms",
     "attn/mem_mib": "attention core memory, mean over layers, MiB: on CUDA allocated after minus before the call; "
                     "on a CPU the bytes of the tensors it saves for backward (saved-tensor hooks)",
+    "attn/peak_mib": "CUDA only: the most the attention core allocates during the call above what was allocated "
+                     "before it, mean over layers, MiB",
     "gen/kv_cache_bytes": "bytes of the KV caches that generating a sample holds (batch 1)",
     "gen/tokens_per_s": "tokens per second of generating the sample (KV cache on unless sample.use_cache=False)",
 }

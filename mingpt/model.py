@@ -106,7 +106,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
         self.probe = False
-        self.probe_time_ms = self.probe_memory_mib = None
+        self.probe_reading = None
 
     def new_cache(self, context):
         """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions. It
@@ -144,7 +144,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
         args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
         if self.probe:
-            y, self.probe_time_ms, self.probe_memory_mib = timed_attend(*args)
+            y, self.probe_reading = timed_attend(*args)
         else:
             y = attend(*args)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
@@ -314,11 +314,15 @@ class GPT(nn.Module):
             attn.probe = enabled
 
     def attention_probe(self):
-        """Mean over layers of the last call's attention time (ms) and memory (MiB; see timed_attend), or None
-        for each while the probe is off."""
-        times = [a.probe_time_ms for a in self.attention_modules() if a.probe_time_ms is not None]
-        mems = [a.probe_memory_mib for a in self.attention_modules() if a.probe_memory_mib is not None]
-        return (sum(times) / len(times) if times else None), (sum(mems) / len(mems) if mems else None)
+        """Mean over layers of the last call's attention time (ms), memory (MiB) and peak memory (MiB, CUDA
+        only), as timed_attend measures them; None for what was not measured (all of it while the probe is off)."""
+        readings = [a.probe_reading for a in self.attention_modules() if a.probe_reading is not None]
+
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return sum(values) / len(values) if values else None
+        return (mean(r.time_ms for r in readings), mean(r.memory_mib for r in readings),
+                mean(r.peak_mib for r in readings))
 
     def flops_per_token(self, T):
         """Training FLOPs (forward + backward) per token at context T, as PaLM's appendix B counts them: 6 per

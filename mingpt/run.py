@@ -198,7 +198,7 @@ def model_file(model, config, vocab, iter_num):
 # training
 
 LOG_LISTS = ("train_losses", "val_losses", "eval_train_losses", "attention_computation_time",
-             "attention_computation_memory", "learning_rates", "iter_time_ms", "tokens_per_s", "samples", "resumes")
+             "attention_computation_memory", "attention_peak_memory", "learning_rates", "iter_time_ms", "tokens_per_s", "samples", "resumes")
 
 
 def new_logs(device):
@@ -375,9 +375,11 @@ class RunFiles:
             logs["attention_computation_time"].append(m["attention_ms"])
         if m["attention_mib"] is not None:
             logs["attention_computation_memory"].append(m["attention_mib"])
+        if m["attention_peak_mib"] is not None:
+            logs["attention_peak_memory"].append(m["attention_peak_mib"])
         metrics = {"train/loss": m["loss"], "lr": m["lr"], "perf/iter_ms": m["iter_ms"],
                    "perf/tokens_per_s": m["tokens_per_s"], "attn/time_ms": m["attention_ms"],
-                   "attn/mem_mib": m["attention_mib"]}
+                   "attn/mem_mib": m["attention_mib"], "attn/peak_mib": m["attention_peak_mib"]}
         if self.peak_flops:
             metrics["perf/mfu"] = self.flops_per_iter / (m["iter_ms"] / 1000) / self.peak_flops
         if trainer.last_eval:

@@ -182,7 +182,7 @@ class Trainer:
             "batch_rng": self.batch_generator.get_state(),
         }
         if self.device_type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state()
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def load_state_dict(self, state):
@@ -197,7 +197,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.batch_generator.set_state(state["batch_rng"])
         if "cuda_rng" in state and self.device_type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"])
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     def _report(self, bar, text):
         if bar is not None:
@@ -257,10 +257,11 @@ class Trainer:
             iter_dt = time.perf_counter() - t0
             self.iter_num += 1
 
-            attn_ms, attn_mib = model.attention_probe() if hasattr(model, "attention_probe") else (None, None)
+            attn_ms, attn_mib, attn_peak_mib = model.attention_probe() if hasattr(model, "attention_probe") \
+                else (None, None, None)
             self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
                             "tokens_per_s": tokens_per_iter / iter_dt,
-                            "attention_ms": attn_ms, "attention_mib": attn_mib}
+                            "attention_ms": attn_ms, "attention_mib": attn_mib, "attention_peak_mib": attn_peak_mib}
             if self.iter_num % config.log_interval == 0 or self.iter_num == config.max_iters:
                 attn = f"; attn {attn_ms:.2f}ms, {attn_mib:.2f}MiB" if attn_ms is not None else ""
                 self._report(bar, f"iter {self.iter_num}: loss {loss:.4f}, lr {lr:.2e}, "

@@ -205,18 +205,40 @@ def test_dropout_train_vs_eval():
 
 def test_probes_on_cpu():
     q, k, v = torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16)
-    y, ms, mib = timed_attend(q, k, v)
+    y, reading = timed_attend(q, k, v)
     torch.testing.assert_close(y, attend(q, k, v))
-    assert ms > 0 and mib == 0  # nothing needs grad: autograd saves nothing
+    assert reading.time_ms > 0 and reading.memory_mib == 0  # nothing needs grad: autograd saves nothing
+    assert reading.peak_mib is None  # no allocator counters on a CPU
     score_bytes = 2 * 256 * 256 * 4
     # on CPU the probe's memory is what autograd saves for backward: the naive path keeps its (B, H, T, T)
     # probabilities, the fused kernel only q, k, v, the output and a row statistic
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    _, _, naive_mib = timed_attend(q, k, v, 0, "naive")
-    _, _, fused_mib = timed_attend(q, k, v, 0, "fast")
+    naive_mib = timed_attend(q, k, v, 0, "naive")[1].memory_mib
+    fused_mib = timed_attend(q, k, v, 0, "fast")[1].memory_mib
     assert score_bytes / 2**20 <= naive_mib < 4 * (score_bytes + 4 * q.nbytes) / 2**20
     assert fused_mib < naive_mib / 4
     naive_peak = profile_peak_memory(naive_attention, q, k, v)
     assert naive_peak >= score_bytes
     banded_peak = profile_peak_memory(banded_attention, q, k, v, 16)
     assert banded_peak < naive_peak / 2
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2, 3])
+def test_naive_gqa_saves_kv_at_n_kv_head_size(n_kv_head):
+    """What the naive path keeps for backward holds K and V themselves, never copies repeated over the query
+    heads (which a broadcast matmul would make, and which would inflate the memory the probe reports)."""
+    B, n_q, T, hd = 2, 6, 20, 8
+    q = torch.randn(B, n_q, T, hd, requires_grad=True)
+    k, v = (torch.randn(B, n_kv_head, T, hd, requires_grad=True) for _ in range(2))
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        naive_attention(q, k, v)
+    storages = {t.untyped_storage().data_ptr() for t in saved}
+    assert k.untyped_storage().data_ptr() in storages and v.untyped_storage().data_ptr() in storages
+    repeated_kv = [t for t in saved if t.numel() == B * n_q * T * hd and
+                   t.untyped_storage().data_ptr() != q.untyped_storage().data_ptr()]
+    assert not repeated_kv
