@@ -1,6 +1,8 @@
 """
 Measurements shared by the benchmark scripts and the experiment studies: timing a step, attention forward +
-backward on random inputs, and generation speed and cache size.
+backward on random inputs, and generation speed and cache size. Every measurement runs on the device it is
+given (default: the best one here, as training picks it); on CUDA, times end with a synchronisation, so they are
+the kernels' and not their launches', and memory comes from the allocator's counters.
 """
 
 import statistics
@@ -12,17 +14,48 @@ import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory
 from mingpt.model import GPT
+from mingpt.trainer import pick_device
 
 
-def time_ms(step, repeats):
+def best_device():
+    return pick_device("auto")
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(step, repeats, device="cpu"):
     """Median wall time of `step()` in ms over `repeats` runs, after one warm-up run."""
     step()
+    synchronize(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
+        synchronize(device)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
+
+
+def median_after_warmup(values, warmup=2):
+    """The median of per-iteration measurements without the first `warmup` (lazy initialisation, CUDA's
+    included, lands there); of all of them when there are no more."""
+    return statistics.median(values[warmup:] if len(values) > warmup else values)
+
+
+def peak_memory_bytes(step, device="cpu"):
+    """Peak bytes allocated above the start while `step()` runs: the CUDA allocator's counters on a GPU,
+    torch.profiler's allocation records on a CPU (profile_peak_memory)."""
+    if torch.device(device).type != "cuda":
+        return profile_peak_memory(step)
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
 
 
 def matmul_peak_flops(device="cpu", dtype=torch.float32, repeats=5):
@@ -32,48 +65,50 @@ def matmul_peak_flops(device="cpu", dtype=torch.float32, repeats=5):
     gen = torch.Generator(device).manual_seed(0)  # its own: a training run's RNG stream stays untouched
     a, b = (torch.randn(n, n, device=device, generator=gen).to(dtype) for _ in range(2))
 
-    def step():
-        torch.mm(a, b)
-        if a.is_cuda:
-            torch.cuda.synchronize(a.device)
-    return 2 * n ** 3 / (time_ms(step, repeats) / 1000)
+    return 2 * n ** 3 / (time_ms(lambda: torch.mm(a, b), repeats, device) / 1000)
 
 
-def attention_step(fn, n, *args, batch=1, heads=6, kv_heads=None, head_dim=32):
+def attention_step(fn, n, *args, batch=1, heads=6, kv_heads=None, head_dim=32, device="cpu", dtype=torch.float32):
     """A closure running forward + backward of the attention function `fn(q, k, v, *args)` on random inputs."""
-    q = torch.randn(batch, heads, n, head_dim, requires_grad=True)
-    k, v = (torch.randn(batch, kv_heads or heads, n, head_dim, requires_grad=True) for _ in range(2))
+    def leaf(n_heads):
+        return torch.randn(batch, n_heads, n, head_dim, device=device, dtype=dtype, requires_grad=True)
+    q, k, v = leaf(heads), leaf(kv_heads or heads), leaf(kv_heads or heads)
 
     def step():
         fn(q, k, v, *args).sum().backward()
     return step
 
 
-def window_attention_cost(n, window, repeats=3):
+def window_attention_cost(n, window, repeats=3, device="cpu"):
     """Naive vs banded sliding-window attention and full causal SDPA, forward + backward on one sequence of
     gpt-mini's attention (6 heads x 32 dims): median ms and peak bytes of each."""
-    steps = {"naive": attention_step(naive_attention, n, window), "fast": attention_step(banded_attention, n, window),
-             "sdpa_causal": attention_step(fast_attention, n, 0)}
+    steps = {"naive": attention_step(naive_attention, n, window, device=device),
+             "fast": attention_step(banded_attention, n, window, device=device),
+             "sdpa_causal": attention_step(fast_attention, n, 0, device=device)}
     row = dict(N=n, window=window)
-    row.update({f"{name}_ms": time_ms(step, repeats) for name, step in steps.items()})
-    row.update({f"{name}_peak_bytes": profile_peak_memory(step) for name, step in steps.items()})
+    row.update({f"{name}_ms": time_ms(step, repeats, device) for name, step in steps.items()})
+    row.update({f"{name}_peak_bytes": peak_memory_bytes(step, device) for name, step in steps.items()})
     return row
 
 
-def gpt_mini(vocab_size=65, **settings):
+def gpt_mini(vocab_size=65, device="cpu", **settings):
     """gpt-mini (6 layers, 6 query heads, n_embd 192) in eval mode with random weights and `settings`."""
     C = GPT.get_default_config()
     C.merge_from_dict(dict(vocab_size=vocab_size, **settings))
     torch.manual_seed(0)
-    return GPT(C).eval()
+    return GPT(C).to(device).eval()
 
 
 def generation_speed(model, prompt, new_tokens, use_cache, repeats=1):
     """(tokens per second, generated sequence) for greedy generation; the median over `repeats` runs."""
+    device = model.lm_head.weight.device
+    prompt = prompt.to(device)
     times = []
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         seq = model.generate(prompt, new_tokens, use_cache=use_cache)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return new_tokens / statistics.median(times), seq
 
@@ -86,14 +121,14 @@ def matvec_ms(model, repeats=200):
     stacked = {m for a in attention for m in (a.q_proj, a.k_proj, a.v_proj)}
     weights = [a.new_cache(1).projection for a in attention]
     weights += [(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m not in stacked]
-    inputs = {w.size(1): torch.randn(1, 1, w.size(1)) for w, _ in weights}
+    device = model.lm_head.weight.device
+    inputs = {w.size(1): torch.randn(1, 1, w.size(1), device=device) for w, _ in weights}
 
     @torch.inference_mode()
     def step():
         for w, b in weights:
             F.linear(inputs[w.size(1)], w, b)
-    step()
-    return time_ms(step, repeats)
+    return time_ms(step, repeats, device)
 
 
 def cache_bytes(model, seq):

@@ -198,7 +198,8 @@ def model_file(model, config, vocab, iter_num):
 # training
 
 LOG_LISTS = ("train_losses", "val_losses", "eval_train_losses", "attention_computation_time",
-             "attention_computation_memory", "attention_peak_memory", "learning_rates", "iter_time_ms", "tokens_per_s", "samples", "resumes")
+             "attention_computation_memory", "attention_peak_memory_mib", "learning_rates", "iter_time_ms",
+             "tokens_per_s", "samples", "resumes")
 
 
 def new_logs(device):
@@ -376,7 +377,7 @@ class RunFiles:
         if m["attention_mib"] is not None:
             logs["attention_computation_memory"].append(m["attention_mib"])
         if m["attention_peak_mib"] is not None:
-            logs["attention_peak_memory"].append(m["attention_peak_mib"])
+            logs["attention_peak_memory_mib"].append(m["attention_peak_mib"])
         metrics = {"train/loss": m["loss"], "lr": m["lr"], "perf/iter_ms": m["iter_ms"],
                    "perf/tokens_per_s": m["tokens_per_s"], "attn/time_ms": m["attention_ms"],
                    "attn/mem_mib": m["attention_mib"], "attn/peak_mib": m["attention_peak_mib"]}

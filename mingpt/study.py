@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mingpt.bench import median_after_warmup  # noqa: E402
 from mingpt.dashboard import WandbRun  # noqa: E402
 from mingpt.run import get_config, sample_tokens, train  # noqa: E402
 from mingpt.utils import machine_info, save_json, write_csv  # noqa: E402
@@ -161,7 +162,7 @@ def compare_runs(study, variants, title, course_iters=600):
                            "eval_train_loss": logs["eval_train_losses"][-1][1],
                            "val_loss": logs["val_losses"][-1][1],
                            "seconds": round(time.time() - t0, 1),
-                           "ms_per_iter": sum(logs["iter_time_ms"]) / len(logs["iter_time_ms"])})
+                           "ms_per_iter": median_after_warmup(logs["iter_time_ms"])})
     study.save_csv("curves", curve_rows)
     study.save_csv("final", final_rows)
     curves = {label: list(enumerate(t.logs["train_losses"], start=1)) for label, t in trainers.items()}

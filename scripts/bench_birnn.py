@@ -6,10 +6,10 @@ against the Elman RNN and the invalid one-pass BiRNN (1.2a): forward+backward ti
 """
 
 import argparse
-import time
 
 import torch
 
+from mingpt.bench import best_device, time_ms
 from mingpt.model import GPT
 from mingpt.run import build_model
 from mingpt.utils import machine_info
@@ -22,9 +22,10 @@ def main():
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--device", default=best_device(), help="default: the best one here, as training picks it")
     args = parser.parse_args()
     print(machine_info())
-    print(f"forward+backward ms, batch {args.batch}, hidden {args.hidden}, 1 layer, tanh")
+    print(f"forward+backward ms on {args.device}, batch {args.batch}, hidden {args.hidden}, 1 layer, tanh")
     print(f"{'T':>5} | " + " ".join(f"{m:>14}" for m in MODEL_TYPES) + " | prefix/invalid")
     for T in args.lengths:
         times = []
@@ -32,12 +33,9 @@ def main():
             C = GPT.get_default_config()
             C.merge_from_dict(dict(model_type=model_type, vocab_size=65, block_size=T, n_layer=1,
                                    n_embd=args.hidden, rnn_activation="tanh"))
-            model = build_model(C)
-            idx = torch.randint(65, (args.batch, T))
-            model(idx, idx)[1].backward()  # warm-up
-            t0 = time.perf_counter()
-            model(idx, idx)[1].backward()
-            times.append((time.perf_counter() - t0) * 1000)
+            model = build_model(C).to(args.device)
+            idx = torch.randint(65, (args.batch, T), device=args.device)
+            times.append(time_ms(lambda: model(idx, idx)[1].backward(), 1, args.device))
         print(f"{T:>5} | " + " ".join(f"{t:>14.1f}" for t in times) + f" | {times[2] / times[1]:>13.1f}x",
               flush=True)
 

@@ -18,7 +18,7 @@ import argparse
 
 import torch
 
-from mingpt.bench import cache_bytes, generation_speed, gpt_mini, matvec_ms
+from mingpt.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
 from mingpt.utils import machine_info, write_csv
 
 
@@ -30,10 +30,11 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3, help="each speed is the median of this many runs")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--device", default=best_device(), help="default: the best one here, as training picks it")
     args = parser.parse_args()
 
     print(machine_info())
-    print(f"greedy generation of {args.new_tokens} tokens from a 10-token prompt, batch 1, fp32, "
+    print(f"greedy generation of {args.new_tokens} tokens from a 10-token prompt, batch 1, fp32 on {args.device}, "
           f"median of {args.repeats} runs")
     header = f"{'block':>5} {'pos':>7} {'n_kv':>4} {'window':>6} | {'cached tok/s':>12} {'recompute tok/s':>15} " \
              f"{'speed-up':>8} | {'matvec-only tok/s':>17} | {'cache bytes':>11}"
@@ -42,9 +43,9 @@ def main():
     rows = []
     grid = [(b, True, kv, w) for b in args.block_sizes for w in args.windows for kv in args.kv_heads]
     grid += [(b, False, max(args.kv_heads), w) for b in args.block_sizes for w in args.windows]
-    prompt = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(0))
+    prompt = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(0)).to(args.device)
     for block_size, rope, n_kv_head, window in grid:
-        model = gpt_mini(block_size=block_size, n_kv_head=n_kv_head, window=window, rope=rope)
+        model = gpt_mini(block_size=block_size, n_kv_head=n_kv_head, window=window, rope=rope, device=args.device)
         model.generate(prompt, 8)  # warm-up
         cached, seq = generation_speed(model, prompt, args.new_tokens, True, args.repeats)
         recompute, _ = generation_speed(model, prompt, args.new_tokens, False, args.repeats)

@@ -6,13 +6,14 @@ backward, across sequence lengths N and windows w, with torch's fused full causa
     python scripts/bench_window.py --sizes 512 1024 --windows 64 --csv out/window.csv
 
 Shapes are one sequence of gpt-mini's attention: 6 heads of 32 dims. Times are the median of --repeats runs
-after one warm-up; peak bytes come from torch.profiler's allocation records (mingpt.attention.profile_peak_memory).
+after one warm-up; peak bytes come from the CUDA allocator's counters on a GPU and from torch.profiler's allocation
+records on a CPU (mingpt.bench.peak_memory_bytes).
 The measurement itself is mingpt.bench.window_attention_cost, which the window study uses too.
 """
 
 import argparse
 
-from mingpt.bench import window_attention_cost
+from mingpt.bench import best_device, window_attention_cost
 from mingpt.utils import machine_info, write_csv
 
 
@@ -22,18 +23,19 @@ def main():
     parser.add_argument("--windows", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument("--device", default=best_device(), help="default: the best one here, as training picks it")
     args = parser.parse_args()
 
     print(machine_info())
-    print(f"one sequence, 6 heads x 32 dims, fp32, forward+backward; median of {args.repeats}")
+    print(f"one sequence, 6 heads x 32 dims, fp32, forward+backward on {args.device}; median of {args.repeats}")
     rows = []
-    header = f"{'N':>6} {'w':>5} | {'naive ms':>9} {'fast ms':>9} {'speed-up':>8} | {'naive MB':>9} {'fast MB':>8} " \
-             f"{'mem ratio':>9} | {'sdpa causal ms':>14} {'sdpa MB':>8}"
+    header = f"{'N':>6} {'w':>5} | {'naive ms':>9} {'fast ms':>9} {'speed-up':>8} | {'naive MiB':>9} {'fast MiB':>8} " \
+             f"{'mem ratio':>9} | {'sdpa causal ms':>14} {'sdpa MiB':>8}"
     print(header)
     print("-" * len(header))
     for w in args.windows:
         for n in args.sizes:
-            row = window_attention_cost(n, w, args.repeats)
+            row = window_attention_cost(n, w, args.repeats, args.device)
             rows.append(row)
             mb = 2**20
             print(f"{n:>6} {w:>5} | {row['naive_ms']:>9.1f} {row['fast_ms']:>9.1f} "

@@ -8,7 +8,7 @@ models with windows of 16, 32 and 64 tokens against full causal attention at equ
 
 import matplotlib.pyplot as plt
 
-from mingpt.bench import window_attention_cost
+from mingpt.bench import best_device, window_attention_cost
 from mingpt.study import Study, compare_runs, study_args
 
 SIZES = {"quick": [128, 256], "cpu": [512, 1024, 2048, 4096], "full": [512, 1024, 2048, 4096, 8192]}
@@ -18,7 +18,7 @@ WINDOWS = {"quick": [16], "cpu": [64, 256], "full": [64, 256]}
 def main(argv=None):
     args = study_args(__doc__, argv)
     study = Study("window", args.scale, args.out, args.wandb)
-    rows = [window_attention_cost(n, w, repeats=1 if args.scale == "quick" else 3)
+    rows = [window_attention_cost(n, w, repeats=1 if args.scale == "quick" else 3, device=best_device())
             for w in WINDOWS[args.scale] for n in SIZES[args.scale]]
     study.save_csv("cost", rows)
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))

@@ -16,6 +16,9 @@ from mingpt.run import get_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: chargpt.py, scripts/
 CORPUS = os.path.join(ROOT, "input.txt")
 
+# the devices a device-dependent test runs on: the CPU, and CUDA where there is a GPU (marked, for check_gpu.py)
+DEVICES = ["cpu"] + ([pytest.param("cuda", marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
+
 needs_corpus = pytest.mark.skipif(not os.path.exists(CORPUS), reason="input.txt (tiny-shakespeare) not in place")
 
 
@@ -30,13 +33,14 @@ def made_up_text(n_chars=6000, seed=0):
 
 
 def tiny_config(text_file, work_dir, *flags):
+    """A tiny run's config, on the CPU (tests compare with CPU tensors) unless a flag names another device."""
     config = get_config()
     config.merge_from_args([
         f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", "--system.wandb=disabled",
         "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4", "--model.n_kv_head=2",
         "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.max_iters=8", "--trainer.eval_interval=4",
         "--trainer.eval_iters=2", "--trainer.log_interval=4", "--trainer.sample_interval=4",
-        "--trainer.checkpoint_interval=4", "--trainer.warmup_iters=2", *flags])
+        "--trainer.checkpoint_interval=4", "--trainer.warmup_iters=2", "--trainer.device=cpu", *flags])
     return config
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import model_config
+from helpers import DEVICES, model_config
 from mingpt.attention import attend, attention_mask, banded_attention, fast_attention, naive_attention, \
     profile_peak_memory, timed_attend, window_block_size
 from mingpt.model import GPT, CausalSelfAttention, GroupedQueryAttention
@@ -123,12 +123,14 @@ def window_cases():
 @pytest.mark.parametrize("window, T", list(window_cases()))
 @pytest.mark.parametrize("rope", [False, True])
 @pytest.mark.parametrize("n_kv_head", [1, 2, 6])
-def test_naive_and_fast_agree(window, T, rope, n_kv_head):
+@pytest.mark.parametrize("device", DEVICES)
+def test_naive_and_fast_agree(window, T, rope, n_kv_head, device):
     torch.manual_seed(0)
     naive = CausalSelfAttention(model_config(window=window, rope=rope, n_kv_head=n_kv_head, attn_impl="naive"))
     fast = CausalSelfAttention(model_config(window=window, rope=rope, n_kv_head=n_kv_head, attn_impl="fast"))
     fast.load_state_dict(naive.state_dict())
-    x = torch.randn(2, T, 48, requires_grad=True)
+    naive, fast = naive.to(device), fast.to(device)
+    x = torch.randn(2, T, 48, requires_grad=True, device=device)
     y_naive, y_fast = naive(x), fast(x)
     torch.testing.assert_close(y_fast, y_naive, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(y_naive)
@@ -202,6 +204,21 @@ def test_dropout_train_vs_eval():
 
 # -----------------------------------------------------------------------------
 # probes
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_probe_in_training(device):
+    """The trainer's probe on each device: a time for every layer and memory the core keeps for backward (on CUDA
+    allocated by the call, with a peak at least as high)."""
+    torch.manual_seed(0)
+    model = GPT(model_config(attn_impl="naive")).to(device).train()
+    model.set_attention_probe(True)
+    idx = torch.randint(11, (4, 32), device=device)
+    model(idx, idx)[1].backward()
+    time_ms, memory_mib, peak_mib = model.attention_probe()
+    scores_mib = 4 * 6 * 32 * 32 * 4 / 2**20  # (B, H, T, T) fp32 probabilities, which backward needs
+    assert time_ms > 0 and memory_mib >= scores_mib
+    assert (peak_mib is None) == (device == "cpu") and (peak_mib is None or peak_mib >= memory_mib)
+
 
 def test_probes_on_cpu():
     q, k, v = torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16)

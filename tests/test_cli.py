@@ -1,12 +1,16 @@
 """chargpt.py end to end: a short training run on the real corpus, one-line errors for bad input, the sample
-command."""
+command; scripts/check_gpu.py where there is no GPU."""
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
-from helpers import assert_one_line_error, needs_corpus, run_cli, tiny_config
+from helpers import ROOT, assert_one_line_error, checkout_env, needs_corpus, run_cli, tiny_config
 from mingpt.run import train
 
 
@@ -60,3 +64,11 @@ def test_sample_command(text_file, tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.pt").write_bytes(b"garbage")
     assert_one_line_error(run_cli(f"--system.work_dir={tmp_path}/bad", "--sample.only=True"), "not a readable")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: scripts/check_gpu.py checks it")
+def test_check_gpu_without_cuda():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "check_gpu.py")], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, env=checkout_env())
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.count("\n") == 1 and "no CUDA" in proc.stdout

@@ -4,7 +4,7 @@ block_size, cache sizes, top-k / top-p sampling."""
 import pytest
 import torch
 
-from helpers import full_forward_greedy_matches, model_config
+from helpers import DEVICES, full_forward_greedy_matches, model_config
 from mingpt.model import GPT, sample_next
 
 
@@ -23,9 +23,10 @@ def generation_model(block_size=24, **variant):
 @pytest.mark.parametrize("window", [0, 4])
 @pytest.mark.parametrize("n_kv_head", [1, 2, 6])
 @pytest.mark.parametrize("impl", ["naive", "fast"])
-def test_cached_equals_uncached_greedy(position, window, n_kv_head, impl):
-    model = generation_model(window=window, n_kv_head=n_kv_head, attn_impl=impl, **position)
-    idx = torch.randint(11, (2, 5))
+@pytest.mark.parametrize("device", DEVICES)
+def test_cached_equals_uncached_greedy(position, window, n_kv_head, impl, device):
+    model = generation_model(window=window, n_kv_head=n_kv_head, attn_impl=impl, **position).to(device)
+    idx = torch.randint(11, (2, 5)).to(device)
     cached = model.generate(idx, 19, use_cache=True)  # 24 tokens: exactly block_size
     assert cached.shape == (2, 24)
     assert torch.equal(cached, model.generate(idx, 19, use_cache=False))

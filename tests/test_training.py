@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from helpers import tiny_config
+from helpers import DEVICES, tiny_config
 from mingpt.data import Vocabulary
 from mingpt.model import GPT
-from mingpt.run import load_checkpoint, train
+from mingpt.run import load_checkpoint, sample, train
 from mingpt.utils import UserError, atomic_open, save_json
 
 
@@ -24,6 +24,22 @@ def test_loss_falls(text_file, tmp_path):
     losses = trainer.logs["train_losses"]
     assert len(losses) == 60
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_on_device_samples_on_cpu(text_file, tmp_path, device, capsys):
+    """Train on each device (bf16 autocast where auto picks it: CUDA), the loss falls, and the model.pt it saves
+    samples on the CPU."""
+    trainer = train(tiny_config(text_file, tmp_path / "run", f"--trainer.device={device}", "--trainer.max_iters=30",
+                                "--trainer.eval_interval=0", "--trainer.sample_interval=0",
+                                "--trainer.learning_rate=3e-3"))
+    losses = trainer.logs["train_losses"]
+    assert trainer.dtype_name == ("bfloat16" if device == "cuda" else "float32")
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    capsys.readouterr()
+    sample(tiny_config(text_file, tmp_path / "run", "--sample.only=True", "--sample.max_new_tokens=20",
+                       "--sample.prompt=the king"))
+    assert capsys.readouterr().out.startswith("the king")
 
 
 def test_run_files_and_checkpoint_round_trip(text_file, tmp_path):

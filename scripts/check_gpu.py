@@ -1,0 +1,159 @@
+"""
+Checks every CUDA path of the project on a machine with a GPU: one PASS/FAIL line per check with the figure it
+measured, then a JSON of them all. Without CUDA it says so in one line and exits 0.
+
+    python scripts/check_gpu.py                       # writes out/check_gpu.json
+    PYTHONPATH=. python scripts/check_gpu.py          # the same without `pip install -e .`
+
+The checks:
+- probe_memory: the trainer's attention probe per layer at gpt-mini's shape (block 128, batch 64, naive core,
+  dropout on) for MHA and GQA with n_kv_head 1/2/3 (the writeup's summed group scores), beside the bytes the
+  probabilities and K/V must take and the course's reference figures (Spring 2024: MHA 78.02 MB, GQA 1/2/3
+  21.1 / 42.2 / 51.1 MB per layer). PASS: at least the probabilities, and fewer kv heads keep less.
+- probe_time: the same probe's CUDA-event times per layer (PASS: positive and below a second).
+- bf16_training: 20 training iterations with trainer.dtype=auto (bf16 autocast on CUDA); PASS: the loss falls.
+- window_kernel: the banded sliding-window kernel against the naive one, forward and backward (fp32 within
+  1e-5, bf16 within 2e-2), and its peak memory against naive's at T=4096.
+- cached_generation: cached and uncached greedy generation give the same tokens (RoPE, GQA, window, tables).
+- cuda_checkpoint_on_cpu: the model.pt that bf16_training saved on CUDA samples on the CPU.
+- device_tests: the test suite's CUDA instances (`pytest -m cuda`).
+It needs torch 2.11 or newer as the GPU machine has it, and no network.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+from mingpt.attention import banded_attention, naive_attention
+from mingpt.bench import attention_step, gpt_mini, peak_memory_bytes
+from mingpt.run import get_config, sample, train
+from mingpt.utils import machine_info, save_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COURSE_MB = {6: 78.02, 1: 21.1, 2: 42.2, 3: 51.1}  # per layer, the course's GPU figures for this shape
+
+
+def probe_at_gpt_mini(n_kv_head, batch=64, block=128):
+    """(time ms, memory MiB, peak MiB) per layer from one training step of gpt-mini's attention shape."""
+    model = gpt_mini(block_size=block, n_kv_head=n_kv_head, attn_impl="naive", gqa_scores="group_sum",
+                     device="cuda").train()
+    model.set_attention_probe(True)
+    idx = torch.randint(65, (batch, block), device="cuda")
+    for _ in range(2):  # the first step pays for CUDA's lazy initialisation
+        model(idx, idx)[1].backward()
+        torch.cuda.synchronize()
+    return model.attention_probe()
+
+
+def check_probes():
+    rows = {n: probe_at_gpt_mini(n) for n in (6, 1, 2, 3)}
+    batch, block, head_dim = 64, 128, 32
+    figures = []
+    for n, (_, mib, peak) in rows.items():
+        probabilities = batch * n * block * block * 4  # one map per kv head (group_sum); MHA: one per head
+        kv = 2 * batch * n * block * head_dim * 4
+        figures.append(f"n_kv_head={n}: {mib:.2f} MiB kept, {peak:.2f} MiB peak (probabilities "
+                       f"{probabilities / 2**20:.2f} + K/V {kv / 2**20:.2f} MiB; course {COURSE_MB[n]} MB)")
+    kept = {n: r[1] for n, r in rows.items()}
+    memory_ok = all(kept[n] * 2**20 >= 64 * n * 128 * 128 * 4 for n in kept) and kept[1] < kept[2] < kept[3] < kept[6]
+    times = {n: r[0] for n, r in rows.items()}
+    return [("probe_memory", memory_ok, "; ".join(figures)),
+            ("probe_time", all(0 < t < 1000 for t in times.values()),
+             ", ".join(f"n_kv_head={n}: {t:.3f} ms" for n, t in times.items()))]
+
+
+def check_training(work_dir):
+    corpus = os.path.join(ROOT, "input.txt")
+    if not os.path.exists(corpus):
+        corpus = os.path.join(work_dir, "text.txt")
+        with open(corpus, "w") as f:
+            f.write("the king shall speak now, and we go. O God! " * 2000)
+    config = get_config()
+    config.merge_from_args([f"--data.input_file={corpus}", f"--system.work_dir={work_dir}/run",
+                            "--system.wandb=disabled", "--trainer.device=cuda", "--trainer.max_iters=20",
+                            "--trainer.eval_interval=0", "--trainer.sample_interval=0", "--trainer.log_interval=20",
+                            "--trainer.warmup_iters=5", "--trainer.learning_rate=2e-3"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = train(config)
+    losses = trainer.logs["train_losses"]
+    falls = sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
+    result = [("bf16_training", falls and trainer.dtype_name == "bfloat16",
+               f"{trainer.dtype_name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in 20 iterations")]
+    config.merge_from_args(["--sample.only=True", "--trainer.device=cpu", "--sample.max_new_tokens=50"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        sample(config)
+    text = out.getvalue()
+    result.append(("cuda_checkpoint_on_cpu", text.startswith(config.sample.prompt), repr(text[:60])))
+    return result
+
+
+def check_window():
+    figures, ok = [], True
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        torch.manual_seed(0)
+        q, k, v = (torch.randn(2, 6, 1000, 32, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
+        outputs = {}
+        for name, fn in (("naive", naive_attention), ("banded", banded_attention)):
+            y = fn(q, k, v, 64)
+            grads = torch.autograd.grad(y.float().pow(2).sum(), (q, k, v))
+            outputs[name] = [y.float(), *(g.float() for g in grads)]
+        err = max((a - b).abs().max().item() / max(1.0, b.abs().max().item())
+                  for a, b in zip(outputs["banded"], outputs["naive"]))
+        ok &= err <= tol
+        figures.append(f"{str(dtype).split('.')[-1]} max relative difference {err:.2e} (tolerance {tol:g})")
+    naive_peak = peak_memory_bytes(attention_step(naive_attention, 4096, 64, device="cuda"), "cuda")
+    banded_peak = peak_memory_bytes(attention_step(banded_attention, 4096, 64, device="cuda"), "cuda")
+    ok &= banded_peak < naive_peak
+    figures.append(f"T=4096, w=64 peak: banded {banded_peak / 2**20:.1f} MiB, naive {naive_peak / 2**20:.1f} MiB")
+    return [("window_kernel", ok, "; ".join(figures))]
+
+
+def check_generation():
+    prompt = torch.randint(65, (2, 7), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    variants = [dict(), dict(rope=True), dict(rope=True, n_kv_head=2, window=16), dict(n_kv_head=1)]
+    same = []
+    for variant in variants:
+        model = gpt_mini(block_size=64, device="cuda", **variant).double()
+        cached, recomputed = (model.generate(prompt, 40, use_cache=use) for use in (True, False))
+        same.append(torch.equal(cached, recomputed))
+    return [("cached_generation", all(same), f"{sum(same)} of {len(same)} variants identical over 40 tokens")]
+
+
+def check_device_tests():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", os.path.join(ROOT, "tests")],
+                          cwd=ROOT, capture_output=True, text=True)
+    summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+    return [("device_tests", proc.returncode == 0, summary)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", default="out/check_gpu.json", help="where the results go")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print(f"no CUDA device here (torch {torch.__version__}): nothing to check")
+        return 0
+    print(machine_info())
+    results = []
+    with tempfile.TemporaryDirectory() as work_dir:
+        for check in (check_probes, lambda: check_training(work_dir), check_window, check_generation,
+                      check_device_tests):
+            for name, passed, figure in check():
+                results.append({"check": name, "passed": bool(passed), "figure": figure})
+                print(f"{'PASS' if passed else 'FAIL'} {name}: {figure}", flush=True)
+    save_json({"machine": machine_info(), "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "results": results}, args.json)
+    print(f"{sum(r['passed'] for r in results)} of {len(results)} checks passed; wrote {args.json}")
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
