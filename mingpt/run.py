@@ -3,11 +3,14 @@ One training run of a character-level model, as chargpt.py and the experiment sc
 tree with the course's chargpt defaults, the data, the model (optionally from a pretrained run), the trainer,
 and everything written to system.work_dir:
 
-  args.txt, config.json   what was asked for
+  args.txt, config.json   the command line; the settings as resolved, with what the run is made of
   model.pt                weights + model config + vocabulary (enough to sample, no data file needed)
   ckpt.pt                 model.pt's content plus optimizer, iteration, RNG states and logs (for --trainer.resume)
   train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses
-  samples.txt             a sample every trainer.sample_interval iterations
+  samples.txt             a sample every trainer.sample_interval iterations and at the end
+  wandb/, wandb_run_id.txt  the wandb run (mingpt/dashboard.py) and its id, which a resume continues
+
+Every setting, the data, the work_dir and any checkpoint are checked before the first file is written.
 
 Every file is written to a temporary name and renamed, so a run killed at any instant leaves the previous
 good files loadable.

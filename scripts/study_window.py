@@ -29,7 +29,7 @@ def main(argv=None):
             ax_t.plot(ns, [r[f"{kind}_ms"] for r in sel], style, label=f"{kind}, w={w}")
             ax_m.plot(ns, [r[f"{kind}_peak_bytes"] / 2**20 for r in sel], style, label=f"{kind}, w={w}")
     ax_t.plot(ns, [r["sdpa_causal_ms"] for r in sel], "k--", label="SDPA full causal")
-    for ax, label in ((ax_t, "forward + backward time (ms)"), (ax_m, "peak memory (MB)")):
+    for ax, label in ((ax_t, "forward + backward time (ms)"), (ax_m, "peak memory (MiB)")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length N (tokens)")
