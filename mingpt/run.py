@@ -337,7 +337,6 @@ class RunFiles:
     def repair_logs(self):
         """Rewrite the logs and samples from the resume checkpoint: a kill between the checkpoint's rename and
         the logs' leaves them an iteration behind."""
-        remove_stale_temporaries(self.dir)
         self.save_logs()
         self.save_samples()
 
@@ -436,6 +435,7 @@ def train(config):
         logs = restore(trainer, state, ckpt_path, logs)
         at, until = trainer.iter_num, config.trainer.max_iters
         if at == until:
+            remove_stale_temporaries(work_dir)
             RunFiles(config, model, vocab, trainer, logs).repair_logs()
             print(f"{work_dir} already reached --trainer.max_iters={until}; nothing to train (give a larger "
                   f"--trainer.max_iters to train on)")
