@@ -16,6 +16,7 @@ The metric keys are listed, with their units, in METRICS (and in the README).
 
 import netrc
 import os
+import re
 
 METRICS = {  # key -> what it holds, for the README and for anyone reading a run
     "train/loss": "training loss of the iteration's batch (nats per character)",
@@ -138,9 +139,11 @@ class WandbRun:
 
 
 def saved_run_id(folder):
-    """The id of the wandb run that trained in `folder` (None when there is none)."""
+    """The id of the wandb run that trained in `folder`; None when there is none, or what is there is not an id
+    (then the resume starts a new wandb run)."""
     try:
         with open(os.path.join(folder, RUN_ID_FILE)) as f:
-            return f.read().strip() or None
-    except OSError:
+            run_id = f.read().strip()
+    except (OSError, UnicodeDecodeError):
         return None
+    return run_id if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id) else None

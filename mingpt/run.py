@@ -50,7 +50,7 @@ def get_config():
     C.system.set("wandb_group", None, "wandb group, e.g. one per study (None: $WANDB_RUN_GROUP, else none)",
                  kind=str, check=NOT_EMPTY)
     C.system.set("wandb_tags", None, "wandb tags, comma-separated (None: $WANDB_TAGS, else none)", kind=str,
-                 check=NOT_EMPTY)
+                 check=Check("comma-separated names", lambda v: all(tag.strip() for tag in v.split(","))))
     C.system.set("num_threads", None, "CPU threads torch uses (None: torch's default, one per core); 1 is faster "
                  "when another process shares the cores", kind=int, check=at_least(1))
     C.data = CharDataset.get_default_config()
@@ -452,6 +452,11 @@ def train(config):
         trainer.run()
     except BaseException as e:  # a second Ctrl-C mid-iteration (what is on disk stays as it was), or a failure
         files.logger.finish(exit_code=130 if isinstance(e, KeyboardInterrupt) else 1)
+        if isinstance(e, MemoryError) or isinstance(e, RuntimeError) and "alloc" in str(e):
+            kept = "no checkpoint was saved yet" if files.saved_iter is None else \
+                f"the checkpoint of iteration {files.saved_iter} is intact"
+            raise UserError(f"out of memory in iteration {trainer.iter_num + 1}; use a smaller --trainer.batch_size, "
+                            f"--data.block_size or model ({kept})") from None
         raise
     if trainer.stop_requested:
         if files.saved_iter != trainer.iter_num:

@@ -66,6 +66,8 @@ BAD_VALUES = [  # (flags, words the one-line error must contain)
     (["--trainer.max_iters=None"], "--trainer.max_iters"),
     (["--model.pretrained_folder="], "--model.pretrained_folder"),
     (["--system.wandb_project="], "--system.wandb_project"),
+    (["--system.wandb_tags=a,,b"], "--system.wandb_tags"),
+    (["--system.wandb_name="], "--system.wandb_name"),
     (["--data.input_file="], "--data.input_file"),
     # choices
     (["--trainer.lr_schedule=linear"], "--trainer.lr_schedule=linear"),
@@ -204,6 +206,11 @@ def test_model_too_large_for_memory(tmp_path, text_file):
         train(tiny_config(text_file, tmp_path / "run", "--model.n_embd=4000000", "--model.n_query_head=1",
                           "--model.n_kv_head=1"))
     assert not (tmp_path / "run").exists()
+
+
+def test_out_of_memory_in_training_is_one_line(tmp_path, text_file):
+    with pytest.raises(UserError, match="out of memory in iteration 1; use a smaller --trainer.batch_size"):
+        train(tiny_config(text_file, tmp_path / "run", "--trainer.batch_size=1000000000000"))
 
 
 def test_num_threads_sets_torch_threads(tmp_path, text_file):

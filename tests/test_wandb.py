@@ -85,6 +85,10 @@ def test_resume_continues_the_same_run(tmp_path, text_file, offline):
     assert steps == [9, 10, 11, 12]  # the second half of one curve
     train(tiny_config(text_file, work_dir, "--system.wandb=offline"))  # a new run in the same folder
     assert wandb_runs(work_dir)[-1]["id"] != first["id"]
+    (work_dir / "wandb_run_id.txt").write_text("../not an id\n")  # damaged: the resume starts a new run
+    train(tiny_config(text_file, work_dir, "--system.wandb=offline", "--trainer.resume=True",
+                      "--trainer.max_iters=10"))
+    assert len({run["id"] for run in wandb_runs(work_dir)}) == 3
 
 
 def test_wandb_environment_variables(tmp_path, text_file, offline, monkeypatch):
