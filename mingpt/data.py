@@ -26,6 +26,8 @@ def read_text(path, download_url=TINY_SHAKESPEARE_URL, timeout=10):
                             f"put tiny-shakespeare there or point --data.input_file=PATH at a text file") from None
     if os.path.isdir(path):
         raise UserError(f"--data.input_file={path} is a directory; give a UTF-8 text file")
+    if not os.path.isfile(path):  # a device or a pipe: reading it could block or never end
+        raise UserError(f"--data.input_file={path} is not a regular file; give a UTF-8 text file")
     try:
         with open(path, "rb") as f:
             raw = f.read()

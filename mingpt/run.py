@@ -115,8 +115,10 @@ def load_checkpoint(path, what="model.pt", resume=False, hint=""):
     UserError naming the file."""
     if not os.path.exists(path):
         raise UserError(f"no {what} at {path}{hint}")
+    if not os.path.isfile(path):  # a folder, a device or a pipe (reading one could block)
+        raise UserError(f"{path} is not a regular file, not a readable {what}")
     try:
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if os.path.getsize(path) == 0:
             raise UserError(f"{path} is empty, not a readable {what}")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:

@@ -40,6 +40,8 @@ MALFORMED = {  # name -> (how to make the bad file from a good model.pt, words t
     "truncated": (lambda good, bad: bad.write_bytes(good.read_bytes()[:2000]), "not a readable"),
     "garbage": (lambda good, bad: bad.write_bytes(b"garbage" * 100), "not a readable"),
     "a list": (lambda good, bad: torch.save([1, 2, 3], bad), "holds a list"),
+    "a folder": (lambda good, bad: bad.mkdir(), "not a regular file"),
+    "a pipe": (lambda good, bad: os.mkfifo(bad), "not a regular file"),
     "a tensor": (lambda good, bad: torch.save(torch.zeros(3), bad), "holds a Tensor"),
     "no weights": (lambda good, bad: torch.save(edited(good, lambda c: c.pop("model")), bad), "'model'"),
     "weights not tensors": (lambda good, bad: torch.save(

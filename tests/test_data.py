@@ -1,5 +1,7 @@
 """The corpus: reading it, the vocabulary, the train/validation split and batches."""
 
+import os
+
 import pytest
 import torch
 
@@ -53,3 +55,9 @@ def test_read_text_errors(tmp_path):
         read_text(str(bad))
     with pytest.raises(UserError, match="--data.input_file"):
         read_text(str(tmp_path / "missing.txt"), download_url="http://127.0.0.1:9/none", timeout=1)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # reading a pipe nobody writes to would wait for ever
+    with pytest.raises(UserError, match="not a regular file"):
+        read_text(str(pipe))
+    with pytest.raises(UserError, match="not a regular file"):
+        read_text("/dev/zero")  # would never end
