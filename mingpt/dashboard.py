@@ -36,7 +36,7 @@ METRICS = {  # key -> what it holds, for the README and for anyone reading a run
     "gen/tokens_per_s": "tokens per second of generating the sample (KV cache on unless sample.use_cache=False)",
 }
 RUN_ID_FILE = "wandb_run_id.txt"
-ENVIRONMENT = {"mode": "WANDB_MODE", "project": "WANDB_PROJECT", "name": "WANDB_NAME", "group": "WANDB_RUN_GROUP",
+ENVIRONMENT = {"project": "WANDB_PROJECT", "name": "WANDB_NAME", "group": "WANDB_RUN_GROUP",
                "tags": "WANDB_TAGS", "dir": "WANDB_DIR", "job_type": "WANDB_JOB_TYPE", "id": "WANDB_RUN_ID"}
 
 
@@ -63,7 +63,8 @@ def wandb_mode(flag):
 
 
 def init_arguments(given, defaults):
-    """wandb.init's arguments: each from its flag, else from wandb's environment variable, else our default."""
+    """wandb.init's arguments but the mode (wandb_mode's): each from its flag, else from wandb's environment
+    variable, else our default."""
     kwargs = {}
     for key in {**defaults, **given}:
         from_env = os.environ.get(ENVIRONMENT[key])
@@ -88,11 +89,11 @@ class WandbRun:
         import wandb
         self.wandb = wandb
         tags = system.wandb_tags.split(",") if system.wandb_tags else None
-        given = {"mode": system.wandb, "project": system.wandb_project, "name": system.wandb_name or name,
-                 "group": system.wandb_group, "tags": tags}
-        defaults = {"mode": mode, "project": "chargpt", "name": default_run_name(folder), "dir": folder,
-                    "job_type": job_type, "id": run_id}
-        kwargs = init_arguments(given, defaults)
+        given = {"project": system.wandb_project, "name": system.wandb_name or name, "group": system.wandb_group,
+                 "tags": tags}
+        defaults = {"project": "chargpt", "name": default_run_name(folder), "dir": folder, "job_type": job_type,
+                    "id": run_id}
+        kwargs = {**init_arguments(given, defaults), "mode": mode}
         if "id" in kwargs:
             kwargs["resume"] = "allow"
         settings = wandb.Settings(init_timeout=30, silent=True)

@@ -117,14 +117,12 @@ def load_checkpoint(path, what="model.pt", resume=False, hint=""):
         raise UserError(f"no {what} at {path}{hint}")
     if not os.path.isfile(path):  # a folder, a device or a pipe (reading one could block)
         raise UserError(f"{path} is not a regular file, not a readable {what}")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"{path} is empty, not a readable {what}")
     try:
-        if os.path.getsize(path) == 0:
-            raise UserError(f"{path} is empty, not a readable {what}")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    except UserError:
-        raise
     except Exception as e:  # a truncated or foreign file: torch raises many kinds
         why = str(e).strip().split("\n")[0].split(". ")[0]
         raise UserError(f"{path} is not a readable {what} ({type(e).__name__}{': ' + why if why else ''})") from None

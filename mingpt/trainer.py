@@ -91,7 +91,8 @@ class Trainer:
               "(0: never)", check=at_least(0))
         C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (0: only at the end)",
               check=at_least(0))
-        C.set("probe_attention", True, "time every attention call and measure its memory (see mingpt.attention.timed_attend)")
+        C.set("probe_attention", True, "time every attention call and measure its memory "
+              "(mingpt.attention.timed_attend)")
         C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
         C.rule(check_schedule)
         return C

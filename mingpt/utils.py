@@ -92,8 +92,6 @@ def save_text(text, path):
 
 def check_writable_folder(path, flag):
     """UserError unless `path` is, or can be made as, a folder this process may write to: without creating it."""
-    if not path:
-        raise UserError(f"{flag} is empty; give a folder")
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
         parent = os.path.dirname(probe)
