@@ -5,6 +5,7 @@ Trains a character-level language model.
     python chargpt.py --trainer.max_iters=600 --model.rope=True --system.work_dir=out/rope
     python chargpt.py --sample.only=True --system.work_dir=out/rope --sample.prompt="ROMEO:" --sample.top_p=0.9
     python chargpt.py --help                                # every setting with its default
+    torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/distributed.py)
 
 Flags are --node.key=value (or node.key=value) for the nodes system, data, model, trainer and sample; the defaults
 and what each does are in mingpt/run.py's get_config and the get_default_config of each part.
@@ -12,6 +13,7 @@ and what each does are in mingpt/run.py's get_config and the get_default_config 
 
 import sys
 
+from mingpt.distributed import Processes, quiet_unless
 from mingpt.run import get_config, help_text, sample, train
 from mingpt.utils import UserError
 
@@ -21,18 +23,19 @@ def main(argv):
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(config))
         return 0
-    try:
-        config.merge_from_args(argv)
-        if config.sample.only:
-            sample(config)
-        else:
-            train(config)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with quiet_unless(Processes().main):  # under torchrun, rank 0 alone prints
+        try:
+            config.merge_from_args(argv)
+            if config.sample.only:
+                sample(config)
+            else:
+                train(config)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     return 0
 
 

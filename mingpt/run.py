@@ -26,6 +26,7 @@ import torch
 from mingpt.bench import matmul_peak_flops
 from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.data import CharDataset, Vocabulary, read_text
+from mingpt.distributed import Processes
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer, pick_device
@@ -429,14 +430,29 @@ def train(config):
         changed = reconcile_resume(config, state, vocab, ckpt_path)
     # written out, so that config.json and a later resume see the schedule this run follows
     config.trainer.lr_decay_iters = config.trainer.lr_decay_iters or max(1, config.trainer.max_iters)
-    trainer = Trainer(config.trainer, model, dataset)
+    processes = Processes()  # under torchrun: every check above passed on every process before any joins
+    try:
+        trainer = run_training(config, model, dataset, processes, state, changed)
+        processes.barrier()  # no process leaves the group while another is still in a collective call
+    finally:
+        processes.stop()
+    return trainer
+
+
+def run_training(config, model, dataset, processes, state, changed):
+    """train()'s second half, once everything is checked: the trainer, the resume, the loop, the files (written
+    by rank 0 alone)."""
+    work_dir, vocab = config.system.work_dir, dataset.vocab
+    ckpt_path = os.path.join(work_dir, "ckpt.pt")
+    trainer = Trainer(config.trainer, model, dataset, processes)
     logs = new_logs(trainer.device)
     if state is not None:
         logs = restore(trainer, state, ckpt_path, logs)
         at, until = trainer.iter_num, config.trainer.max_iters
         if at == until:
-            remove_stale_temporaries(work_dir)
-            RunFiles(config, model, vocab, trainer, logs).repair_logs()
+            if processes.main:
+                remove_stale_temporaries(work_dir)
+                RunFiles(config, model, vocab, trainer, logs).repair_logs()
             print(f"{work_dir} already reached --trainer.max_iters={until}; nothing to train (give a larger "
                   f"--trainer.max_iters to train on)")
             return trainer
@@ -444,6 +460,12 @@ def train(config):
         for key, (old, new) in changed.items():
             print(f"--trainer.{key} changed from {old} to {new}: applies from iteration {at + 1} on")
         logs["resumes"].append({"iter": at, "changed": {k: list(v) for k, v in changed.items()}})
+    trainer.logs = logs
+    if not processes.main:
+        trainer.run()
+        if trainer.stop_requested:  # as rank 0 does, once it has saved
+            raise KeyboardInterrupt
+        return trainer
 
     files = RunFiles(config, model, vocab, trainer, logs)
     files.start()
@@ -469,7 +491,6 @@ def train(config):
     if files.saved_iter != trainer.iter_num:  # max_iters=0: no iteration saved it
         files.save_checkpoint()
     files.logger.finish()
-    trainer.logs = logs
     return trainer
 
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
+from mingpt.distributed import Processes, micro_batch_size
 from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
 
 LR_SCHEDULES = ("cosine", "constant")
@@ -64,6 +65,10 @@ def check_schedule(config):
                         f"{config.learning_rate}; the cosine schedule decays from the peak down to min_lr")
 
 
+def check_batch_split(config):
+    micro_batch_size(config.batch_size, config.grad_accum_steps, Processes().world_size)
+
+
 class Trainer:
 
     @staticmethod
@@ -71,7 +76,10 @@ class Trainer:
         C = CN()
         C.set("device", "auto", "auto picks cuda, then mps, then cpu", check=Check(DEVICES, problem=device_problem))
         C.set("max_iters", 600, "number of optimizer steps", check=at_least(0))
-        C.set("batch_size", 64, "sequences per step", check=at_least(1))
+        C.set("batch_size", 64, "sequences per optimizer step, all processes and micro-steps together",
+              check=at_least(1))
+        C.set("grad_accum_steps", 1, "micro-steps per optimizer step: each process runs batch_size / (processes x "
+              "grad_accum_steps) sequences at a time and accumulates their gradients", check=at_least(1))
         C.set("learning_rate", 5e-4, "peak AdamW learning rate", check=above(0))
         C.set("betas", (0.9, 0.95), "AdamW betas", check=each(between(0, 1, high_open=True)))
         C.set("weight_decay", 0.1, "AdamW weight decay, applied only to Linear weights", check=at_least(0))
@@ -95,17 +103,23 @@ class Trainer:
               "(mingpt.attention.timed_attend)")
         C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
         C.rule(check_schedule)
+        C.rule(check_batch_split)
         return C
 
-    def __init__(self, config, model, train_dataset):
+    def __init__(self, config, model, train_dataset, processes=None):
+        """processes: this process's place among torchrun's (mingpt.distributed.Processes; one process if None).
+        Under torchrun the process group is joined here and left by processes.stop()."""
         config.validate("trainer.")
         self.config = config
-        self.model = model
+        self.model = model  # the plain model: its state_dict has no DistributedDataParallel prefixes
         self.train_dataset = train_dataset
         self.callbacks = defaultdict(list)
+        self.processes = processes or Processes({})
+        self.micro_batch = micro_batch_size(config.batch_size, config.grad_accum_steps, self.processes.world_size)
 
-        self.device = pick_device(config.device)
+        self.device = self.processes.device_for(pick_device(config.device))
         self.device_type = torch.device(self.device).type  # "cuda" for cuda:1 too
+        self.processes.start(self.device)
         self.model = self.model.to(self.device)
         print("running on device", self.device)
         if config.lr_schedule == "cosine" and config.warmup_iters > config.max_iters:
@@ -117,9 +131,14 @@ class Trainer:
         self.dtype_name = "bfloat16" if bf16 else "float32"
 
         self.optimizer = model.configure_optimizers(config)
-        # training batches draw from their own generator so that evaluation and sampling never shift them
+        self.train_model = self.processes.wrap(self.model)  # what the training step calls
+        # training batches draw from their own generator so that evaluation and sampling never shift them; every
+        # process draws the same global batches from it, and its own dropout masks from the seed + rank
+        self.seed = torch.initial_seed()
         self.batch_generator = torch.Generator()
-        self.batch_generator.manual_seed(torch.initial_seed())
+        self.batch_generator.manual_seed(self.seed)
+        if self.processes.rank:
+            torch.manual_seed(self.seed + self.processes.rank)
         if hasattr(model, "set_attention_probe"):
             model.set_attention_probe(config.probe_attention)
 
@@ -127,7 +146,8 @@ class Trainer:
         self.loss = None
         self.metrics = {}
         self.last_eval = None
-        self.stop_requested = False
+        self.stop_requested = False  # by Ctrl-C in any process, agreed on by all at the end of each step
+        self.interrupted = False  # by Ctrl-C in this process
 
     def add_callback(self, onevent: str, callback):
         self.callbacks[onevent].append(callback)
@@ -154,25 +174,35 @@ class Trainer:
         return torch.autocast(self.device_type, dtype=self.autocast_dtype,
                               enabled=self.autocast_dtype is not None)
 
+    def share(self, x, y):
+        """This process's micro-batches of the global batch x, y (B, T): rank r takes rows r*B/W .. (r+1)*B/W,
+        cut into grad_accum_steps micro-batches of (B / (W * grad_accum_steps), T)."""
+        W, A = self.processes.world_size, self.config.grad_accum_steps
+        rows = lambda t: t.view(W, A, self.micro_batch, -1)[self.processes.rank].to(self.device)  # (A, b, T)
+        return list(zip(rows(x), rows(y)))
+
     @torch.no_grad()
     def evaluate(self):
         """Mean loss over eval_iters batches of each split, in eval mode. Batches come from a generator seeded by
-        the iteration, so evaluation is reproducible and leaves the training RNG untouched."""
+        the iteration, so evaluation is reproducible and leaves the training RNG untouched. Each process
+        evaluates its share of every batch; the mean is over all of them."""
         self.model.eval()
         gen = torch.Generator()
         gen.manual_seed(self.iter_num)
-        out = {}
+        sums = []
         for split in ("train", "val"):
             losses = []
             for _ in range(self.config.eval_iters):
                 x, y = self.train_dataset.get_batch(split, self.config.batch_size, gen)
-                with self.autocast():
-                    _, loss = self.model(x.to(self.device), y.to(self.device))
-                losses.append(loss.item())
-            out[split] = sum(losses) / len(losses)
+                for xm, ym in self.share(x, y):
+                    with self.autocast():
+                        _, loss = self.model(xm, ym)
+                    losses.append(loss.item())
+            sums.append(sum(losses) / len(losses))
+        train, val = (total / self.processes.world_size for total in self.processes.sum(sums))
         self.model.train()
-        self.last_eval = out
-        return out
+        self.last_eval = {"train": train, "val": val}
+        return self.last_eval
 
     def state_dict(self):
         state = {
@@ -199,6 +229,8 @@ class Trainer:
         self.batch_generator.set_state(state["batch_rng"])
         if "cuda_rng" in state and self.device_type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.processes.rank:  # the checkpoint holds rank 0's dropout RNG; the others draw fresh masks
+            torch.manual_seed(self.seed + self.processes.rank + self.processes.world_size * self.iter_num)
 
     def _report(self, bar, text):
         if bar is not None:
@@ -215,9 +247,9 @@ class Trainer:
             return
 
         def handler(signum, frame):
-            if self.stop_requested:
+            if self.interrupted:
                 raise KeyboardInterrupt
-            self.stop_requested = True
+            self.interrupted = True
             print("interrupt: stopping after this iteration (Ctrl-C again to stop at once)", file=sys.stderr)
         previous = signal.signal(signal.SIGINT, handler)
         try:
@@ -230,6 +262,30 @@ class Trainer:
         stop_requested is True, and the caller saves what it needs)."""
         with self._stop_on_interrupt():
             self._loop()
+
+    def step(self, x, y):
+        """One optimizer step on the global batch x, y (B, T): forward and backward over this process's
+        micro-batches, gradients averaged over all processes (DistributedDataParallel's all-reduce, skipped by
+        no_sync on every micro-step but the last), clipping, AdamW. Returns the loss of the whole global batch."""
+        model = self.train_model
+        micro_batches = self.share(x, y)
+        model.zero_grad(set_to_none=True)
+        losses = []
+        for i, (xm, ym) in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with contextlib.nullcontext() if last or model is self.model else model.no_sync():
+                with self.autocast():
+                    _, self.loss = model(xm, ym)
+                (self.loss / len(micro_batches)).backward()
+            losses.append(self.loss.detach())
+        if self.config.grad_norm_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)
+        self.optimizer.step()
+        # one all-reduce carries the loss and whether any process was asked to stop, so that all stop together;
+        # .item()/.tolist() wait for the device, so the caller's timing is this step's own
+        loss, stops = self.processes.sum([(sum(losses) / len(losses)).item(), float(self.interrupted)])
+        self.stop_requested = stops > 0
+        return loss / self.processes.world_size
 
     def _loop(self):
         model, config = self.model, self.config
@@ -244,17 +300,8 @@ class Trainer:
             lr = self.lr_at(self.iter_num)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            x, y = self.train_dataset.get_batch("train", config.batch_size, self.batch_generator)
-            x, y = x.to(self.device), y.to(self.device)
-
-            with self.autocast():
-                _, self.loss = model(x, y)
-            model.zero_grad(set_to_none=True)
-            self.loss.backward()
-            if config.grad_norm_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_norm_clip)
-            self.optimizer.step()
-            loss = self.loss.item()  # waits for the device, so the time below is this iteration's own
+            x, y = self.train_dataset.get_batch("train", config.batch_size, self.batch_generator)  # (B, T)
+            loss = self.step(x, y)
             iter_dt = time.perf_counter() - t0
             self.iter_num += 1
 

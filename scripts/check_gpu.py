@@ -16,6 +16,8 @@ The checks:
   1e-5, bf16 within 2e-2), and its peak memory against naive's at T=4096.
 - cached_generation: cached and uncached greedy generation give the same tokens (RoPE, GQA, window, tables).
 - cuda_checkpoint_on_cpu: the model.pt that bf16_training saved on CUDA samples on the CPU.
+- torchrun_nccl: 20 iterations (fp32, dropout 0) under `torchrun --nproc_per_node=1` (nccl, cuda:0) against the
+  same run in one plain process; PASS: both finish and their losses agree within 1e-4.
 - device_tests: the test suite's CUDA instances (`pytest -m cuda`).
 It needs torch 2.11 or newer as the GPU machine has it, and no network.
 """
@@ -69,12 +71,17 @@ def check_probes():
              ", ".join(f"n_kv_head={n}: {t:.3f} ms" for n, t in times.items()))]
 
 
-def check_training(work_dir):
+def corpus_in(work_dir):
     corpus = os.path.join(ROOT, "input.txt")
     if not os.path.exists(corpus):
         corpus = os.path.join(work_dir, "text.txt")
         with open(corpus, "w") as f:
             f.write("the king shall speak now, and we go. O God! " * 2000)
+    return corpus
+
+
+def check_training(work_dir):
+    corpus = corpus_in(work_dir)
     config = get_config()
     config.merge_from_args([f"--data.input_file={corpus}", f"--system.work_dir={work_dir}/run",
                             "--system.wandb=disabled", "--trainer.device=cuda", "--trainer.max_iters=20",
@@ -127,6 +134,28 @@ def check_generation():
     return [("cached_generation", all(same), f"{sum(same)} of {len(same)} variants identical over 40 tokens")]
 
 
+def check_torchrun(work_dir):
+    flags = [f"--data.input_file={corpus_in(work_dir)}", "--system.wandb=disabled", "--trainer.device=cuda",
+             "--trainer.dtype=float32", "--trainer.max_iters=20", "--trainer.eval_interval=0",
+             "--trainer.sample_interval=0", "--model.embd_pdrop=0", "--model.resid_pdrop=0", "--model.attn_pdrop=0"]
+    launchers = {"plain": [sys.executable],
+                 "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]}
+    losses, failures = {}, []
+    for name, launcher in launchers.items():
+        run_dir = os.path.join(work_dir, name)
+        proc = subprocess.run([*launcher, os.path.join(ROOT, "chargpt.py"), *flags, f"--system.work_dir={run_dir}"],
+                              cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            failures.append(f"{name} failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+            continue
+        with open(os.path.join(run_dir, "train_logs.json")) as f:
+            losses[name] = json.load(f)["train_losses"]
+    if failures:
+        return [("torchrun_nccl", False, "; ".join(failures))]
+    gap = max(abs(a - b) for a, b in zip(losses["plain"], losses["torchrun"]))
+    return [("torchrun_nccl", gap <= 1e-4, f"20 iterations, largest loss difference {gap:.2e} (tolerance 1e-4)")]
+
+
 def check_device_tests():
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", os.path.join(ROOT, "tests")],
                           cwd=ROOT, capture_output=True, text=True)
@@ -145,7 +174,7 @@ def main():
     results = []
     with tempfile.TemporaryDirectory() as work_dir:
         for check in (check_probes, lambda: check_training(work_dir), check_window, check_generation,
-                      check_device_tests):
+                      lambda: check_torchrun(work_dir), check_device_tests):
             for name, passed, figure in check():
                 results.append({"check": name, "passed": bool(passed), "figure": figure})
                 print(f"{'PASS' if passed else 'FAIL'} {name}: {figure}", flush=True)

@@ -1,0 +1,92 @@
+"""
+Data-parallel training on PyTorch's own machinery: processes started by torchrun (torch.distributed.run), one
+process group (nccl on CUDA, gloo otherwise), DistributedDataParallel to average the gradients.
+
+    python chargpt.py ...                                          # one process: nothing distributed starts
+    torchrun --standalone --nproc_per_node=2 chargpt.py ...         # two processes on this machine
+
+torchrun tells each process who it is through RANK, LOCAL_RANK and WORLD_SIZE. Every process draws the same
+global batch and trains on its own slice of it (Trainer.share), so the number of processes changes the speed,
+not the run. Rank 0 alone writes files, prints and talks to wandb.
+"""
+
+import contextlib
+import os
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from mingpt.utils import UserError
+
+
+class Processes:
+    """This process's place among the ones torchrun started (rank 0 of 1 without torchrun)."""
+
+    def __init__(self, environ=os.environ):
+        self.launched = "RANK" in environ and "WORLD_SIZE" in environ
+        self.rank = int(environ.get("RANK", 0))
+        self.local_rank = int(environ.get("LOCAL_RANK", 0))
+        self.world_size = int(environ.get("WORLD_SIZE", 1))
+        self.device = None
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def device_for(self, device):
+        """The device this process trains on: under torchrun, CUDA means the GPU numbered by LOCAL_RANK."""
+        if self.launched and torch.device(device).type == "cuda":
+            return f"cuda:{self.local_rank}"
+        return device
+
+    def start(self, device):
+        """Join the process group (under torchrun only): nccl for CUDA devices, gloo for the rest."""
+        self.device = torch.device(device)
+        if not self.launched or dist.is_initialized():
+            return
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    def barrier(self):
+        if dist.is_initialized():
+            dist.barrier()
+
+    def stop(self):
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def wrap(self, model):
+        """The module that training calls: DistributedDataParallel over `model` under torchrun, else `model`."""
+        if not self.launched:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def sum(self, values):
+        """The element-wise sum of the list `values` over all processes (the list itself for one)."""
+        if not self.launched:
+            return values
+        total = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return total.tolist()
+
+
+def micro_batch_size(batch_size, grad_accum_steps, world_size):
+    """Sequences in each micro-step of each process; one line naming the three numbers when they do not divide."""
+    if batch_size % (world_size * grad_accum_steps):
+        raise UserError(f"--trainer.batch_size={batch_size} does not split into {world_size} process(es) x "
+                        f"--trainer.grad_accum_steps={grad_accum_steps} equal micro-batches; make the batch size "
+                        f"a multiple of {world_size * grad_accum_steps}")
+    return batch_size // (world_size * grad_accum_steps)
+
+
+@contextlib.contextmanager
+def quiet_unless(main):
+    """Silence stdout and stderr inside the block unless `main`: ranks other than 0 print nothing (an exception
+    that leaves the block still shows its traceback, on the restored stderr)."""
+    if main:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield

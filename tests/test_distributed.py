@@ -1,0 +1,159 @@
+"""
+Data-parallel training under torchrun (`python -m torch.distributed.run`, gloo on the CPU, one thread per process)
+against one process: with dropout 0, 1 process, 2 processes and 1 process with grad_accum_steps=2 follow the same
+losses and end with the same weights; rank 0 alone writes and prints; a run resumes on another number of
+processes; bad input under torchrun is one line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT, assert_one_line_error, made_up_text, run_cli
+from mingpt.distributed import Processes, micro_batch_size
+from mingpt.run import load_checkpoint
+from mingpt.utils import UserError
+
+TINY = ["--system.wandb=disabled", "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4",
+        "--model.n_kv_head=2", "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.eval_iters=2",
+        "--trainer.warmup_iters=2", "--trainer.lr_decay_iters=20", "--trainer.log_interval=1",
+        "--trainer.eval_interval=5", "--trainer.sample_interval=0", "--trainer.device=cpu",
+        "--model.embd_pdrop=0", "--model.resid_pdrop=0", "--model.attn_pdrop=0", "--system.num_threads=1"]
+TOLERANCE = 1e-5  # float reduction order: a mean of two half-batch means is not bit-equal to one mean
+
+
+def torchrun(*args, nproc=2, cwd=ROOT, timeout=300):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               os.path.join(ROOT, "chargpt.py"), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def cli(*args, **kwargs):
+    proc = run_cli(*args, **kwargs)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def logs(work_dir):
+    with open(os.path.join(work_dir, "train_logs.json")) as f:
+        return json.load(f)
+
+
+def assert_same_run(a, b):
+    la, lb = logs(a), logs(b)
+    assert len(la["train_losses"]) == len(lb["train_losses"])
+    torch.testing.assert_close(torch.tensor(la["train_losses"]), torch.tensor(lb["train_losses"]),
+                               rtol=0, atol=TOLERANCE)
+    torch.testing.assert_close(torch.tensor(la["val_losses"]), torch.tensor(lb["val_losses"]), rtol=0, atol=TOLERANCE)
+    wa, wb = (load_checkpoint(os.path.join(d, "model.pt"))["model"] for d in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=TOLERANCE, msg=key)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three 20-iteration runs of the same tiny model: one process, two under torchrun, one process
+    accumulating two micro-batches; and the torchrun process's output."""
+    root = tmp_path_factory.mktemp("ddp")
+    text = root / "tiny.txt"
+    text.write_text(made_up_text())
+    flags = [f"--data.input_file={text}", *TINY, "--trainer.max_iters=20"]
+    cli(*flags, f"--system.work_dir={root / 'one'}")
+    two = torchrun(*flags, f"--system.work_dir={root / 'two'}")
+    assert two.returncode == 0, two.stderr
+    cli(*flags, f"--system.work_dir={root / 'accum'}", "--trainer.grad_accum_steps=2")
+    return {"root": root, "flags": flags, "two": two}
+
+
+@pytest.mark.slow
+def test_two_processes_follow_one(runs):
+    assert_same_run(runs["root"] / "one", runs["root"] / "two")
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_follows_one_batch(runs):
+    assert_same_run(runs["root"] / "one", runs["root"] / "accum")
+
+
+@pytest.mark.slow
+def test_rank_zero_alone_prints_and_writes(runs):
+    """Each line is printed once (not once per rank); the folder has one set of run files and no wandb files; the
+    checkpoint holds the plain model's keys and samples on one process."""
+    out = runs["two"].stdout
+    assert out.count("number of parameters") == 1 and out.count("iter 20: loss") == 1
+    assert out.count("running on device cpu") == 1
+    work_dir = runs["root"] / "two"
+    assert sorted(os.listdir(work_dir)) == ["args.txt", "ckpt.pt", "config.json", "model.pt", "train_logs.json"]
+    assert not any(key.startswith("module.") for key in load_checkpoint(str(work_dir / "model.pt"))["model"])
+    sampled = cli(f"--system.work_dir={work_dir}", "--sample.only=True", "--sample.max_new_tokens=10",
+                  "--sample.prompt=the king")
+    assert sampled.stdout.startswith("the king")
+
+
+@pytest.mark.slow
+def test_resume_on_another_number_of_processes(runs):
+    """10 iterations on 2 processes, resumed on 1 for 10 more: the 20 losses and weights of one process; and the
+    other way round."""
+    root, flags = runs["root"], runs["flags"]
+    first = torchrun(*flags, f"--system.work_dir={root / 'two_then_one'}", "--trainer.max_iters=10")
+    assert first.returncode == 0, first.stderr
+    cli(*flags, f"--system.work_dir={root / 'two_then_one'}", "--trainer.resume=True")
+    assert_same_run(root / "one", root / "two_then_one")
+
+    cli(*flags, f"--system.work_dir={root / 'one_then_two'}", "--trainer.max_iters=10")
+    second = torchrun(*flags, f"--system.work_dir={root / 'one_then_two'}", "--trainer.resume=True")
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stdout
+    assert_same_run(root / "one", root / "one_then_two")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, needles", [
+    ("--trainer.max_iters=-1", ["--trainer.max_iters"]),
+    ("--trainer.batch_size=7", ["--trainer.batch_size=7", "2 process(es)", "--trainer.grad_accum_steps=1"]),
+])
+def test_bad_input_under_torchrun_is_one_line(tmp_path, text_file, flag, needles):
+    proc = torchrun(f"--data.input_file={text_file}", *TINY, f"--system.work_dir={tmp_path / 'run'}", flag,
+                    timeout=120)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr  # rank 0's line; rank 1 is silent
+    for needle in needles:
+        assert needle in errors[0]
+    assert 'File "' + os.path.join(ROOT, "chargpt.py") not in proc.stderr  # no rank's traceback
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--trainer.batch_size=6", "--trainer.grad_accum_steps=4"], ["batch_size=6", "1 process", "grad_accum_steps=4"]),
+    (["--trainer.grad_accum_steps=0"], ["--trainer.grad_accum_steps"]),
+    (["--trainer.grad_accum_steps=1.5"], ["--trainer.grad_accum_steps"]),
+])
+def test_batch_that_does_not_split_is_one_line(tmp_path, text_file, flags, needles):
+    proc = run_cli(f"--data.input_file={text_file}", *TINY, f"--system.work_dir={tmp_path / 'run'}", *flags)
+    assert_one_line_error(proc, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_micro_batch_size():
+    assert micro_batch_size(64, 1, 1) == 64
+    assert micro_batch_size(64, 4, 2) == 8
+    assert micro_batch_size(2, 1, 2) == 1
+    for batch, accum, world in [(1, 1, 2), (6, 4, 1), (12, 2, 4)]:
+        with pytest.raises(UserError, match=f"batch_size={batch} "):
+            micro_batch_size(batch, accum, world)
+
+
+def test_without_torchrun_nothing_distributed_starts(tmp_path, text_file):
+    from helpers import tiny_config
+    from mingpt.run import train
+    assert not Processes({}).launched
+    assert Processes({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}).device_for("cuda") == "cuda:1"
+    train(tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=2"))
+    assert not torch.distributed.is_initialized()
