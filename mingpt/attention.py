@@ -130,9 +130,8 @@ class KVCache:
     the generation runs. A window w needs capacity w//2 + 1 (a token and the w//2 before it); a model with full
     attention gets the context it may look at (block_size)."""
 
-    def __init__(self, capacity, projection=None):
+    def __init__(self, capacity):
         self.capacity = capacity
-        self.projection = projection  # the layer's fused (q, k, v) projection (weight, bias), see new_cache
         self.k = self.v = None
         self.pos = 0  # absolute position of the next token
 

@@ -99,15 +99,16 @@ def gpt_mini(vocab_size=65, device="cpu", **settings):
     return GPT(C).to(device).eval()
 
 
-def generation_speed(model, prompt, new_tokens, use_cache, repeats=1):
-    """(tokens per second, generated sequence) for greedy generation; the median over `repeats` runs."""
+def generation_speed(model, prompt, new_tokens, use_cache, repeats=1, **sampling):
+    """(tokens per second, generated sequence) for greedy generation, or as `sampling` (generate's do_sample,
+    top_k, ...) says; the median over `repeats` runs."""
     device = model.lm_head.weight.device
     prompt = prompt.to(device)
     times = []
     for _ in range(repeats):
         synchronize(device)
         t0 = time.perf_counter()
-        seq = model.generate(prompt, new_tokens, use_cache=use_cache)
+        seq = model.generate(prompt, new_tokens, use_cache=use_cache, **sampling)
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return new_tokens / statistics.median(times), seq
@@ -115,11 +116,12 @@ def generation_speed(model, prompt, new_tokens, use_cache, repeats=1):
 
 def matvec_ms(model, repeats=200):
     """ms per token of the matrix-vector products alone that a decoding step makes (every Linear weight of the
-    model, the q/k/v ones stacked as the cache stacks them): a lower bound for a cached step, as each token has
+    model, the q/k/v ones stacked as attention stacks them): a lower bound for a cached step, as each token has
     to read all the weights."""
     attention = model.attention_modules()
     stacked = {m for a in attention for m in (a.q_proj, a.k_proj, a.v_proj)}
-    weights = [a.new_cache(1).projection for a in attention]
+    with torch.no_grad():
+        weights = [a.qkv_projection() for a in attention]
     weights += [(m.weight, m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m not in stacked]
     device = model.lm_head.weight.device
     inputs = {w.size(1): torch.randn(1, 1, w.size(1), device=device) for w, _ in weights}

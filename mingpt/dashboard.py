@@ -19,8 +19,10 @@ import os
 import re
 
 METRICS = {  # key -> what it holds, for the README and for anyone reading a run
-    "train/loss": "training loss of the iteration's batch (nats per character)",
-    "val/loss": "validation loss at each evaluation (nats per character); summary: best value and its step",
+    "train/loss": "training loss of the iteration's batch (nats per token: per character with data.tokenizer=char)",
+    "val/loss": "validation loss at each evaluation (nats per token); summary: best value and its step",
+    "val/bpc": "validation loss in bits per character: the evaluated tokens' nats over ln 2 x the characters they "
+               "cover (val/loss / ln 2 for characters), comparable across tokenizers",
     "eval/train_loss": "training-split loss at each evaluation, same batches and mode as val/loss",
     "lr": "learning rate of the iteration",
     "perf/iter_ms": "wall time of the iteration (forward, backward, optimizer step), ms",

@@ -97,8 +97,9 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(config.n_embd, config.n_embd)
         self.rope = getattr(config, "rope", False)
         if self.rope:
+            # queries and keys rotate by the same function: one module under both names, one call for both
             self.query_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
-            self.key_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
+            self.key_rotary_pe = self.query_rotary_pe
         self.window = getattr(config, "window", 0)
         self.attn_impl = getattr(config, "attn_impl", "fast")
         self.gqa_scores = getattr(config, "gqa_scores", "per_head")
@@ -107,40 +108,34 @@ class CausalSelfAttention(nn.Module):
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
         self.probe = False
         self.probe_reading = None
+        self._stacked = None  # (what it was made from, weight, bias): see qkv_projection
+
+    def qkv_projection(self):
+        """q_proj, k_proj and v_proj stacked into one (weight, bias), so that one matmul makes the queries, keys
+        and values. With gradients on (training) it is stacked at every call, which autograd splits back in the
+        backward; without (decoding, evaluation) the stack is kept until a weight moves or changes."""
+        parts = [(p.weight, p.bias) for p in (self.q_proj, self.k_proj, self.v_proj)]
+        if torch.is_grad_enabled():
+            return tuple(torch.cat(tensors) for tensors in zip(*parts))
+        made_from = [(t.data_ptr(), t._version) for pair in parts for t in pair]  # in-place updates bump _version
+        if self._stacked is None or self._stacked[0] != made_from:
+            self._stacked = (made_from, *(torch.cat(tensors) for tensors in zip(*parts)))
+        return self._stacked[1:]
 
     def new_cache(self, context):
-        """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions. It
-        also carries q_proj, k_proj and v_proj stacked into one projection for `project_decoding`; the weights
-        stay fixed while a generation runs (inference mode)."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        projection = torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
-        return KVCache(self.window // 2 + 1 if self.window else context, projection)
-
-    def project_decoding(self, x, cache):
-        """The rotated queries and keys and the values of x (B, T, n_embd), positions after those cached: what
-        forward computes, in fewer calls. A decoding step is a few tiny matmuls whose cost is mostly the call,
-        so one matmul makes q, k and v, and one rotation serves queries and keys (the two rotary modules are
-        the same function)."""
-        B, T, _ = x.size()
-        nq, nkv = self.n_query_head, self.n_kv_head
-        qkv = F.linear(x, *cache.projection).view(B, T, nq + 2 * nkv, self.head_dim).transpose(1, 2)
-        qk, v = qkv.split_with_sizes([nq + nkv, nkv], dim=1)  # (B, nq + nkv, T, hd), (B, nkv, T, hd)
-        if self.rope:
-            qk = self.query_rotary_pe(qk, cache.pos)
-        q, k = qk.split_with_sizes([nq, nkv], dim=1)
-        return q, k, v
+        """An empty KV cache for decoding: window//2 + 1 positions with a window, else `context` positions."""
+        return KVCache(self.window // 2 + 1 if self.window else context)
 
     def forward(self, x, cache=None):
         """x (B, T, n_embd) -> (B, T, n_embd). With a cache, x holds the T positions after those cached."""
         B, T, C = x.size()
-        if cache is None:
-            q = self.q_proj(x).view(B, T, self.n_query_head, self.head_dim).transpose(1, 2)  # (B, nq, T, hd)
-            k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-            v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-            if self.rope:
-                q, k = self.query_rotary_pe(q), self.key_rotary_pe(k)
-        else:
-            q, k, v = self.project_decoding(x, cache)
+        nq, nkv = self.n_query_head, self.n_kv_head
+        qkv = F.linear(x, *self.qkv_projection()).view(B, T, nq + 2 * nkv, self.head_dim).transpose(1, 2)
+        qk, v = qkv.split_with_sizes([nq + nkv, nkv], dim=1)  # (B, nq + nkv, T, hd), (B, nkv, T, hd)
+        if self.rope:
+            qk = self.query_rotary_pe(qk, 0 if cache is None else cache.pos)  # key_rotary_pe is the same module
+        q, k = qk.split_with_sizes([nq, nkv], dim=1)  # (B, nq, T, hd), (B, nkv, T, hd)
+        if cache is not None:
             k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
         args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
         if self.probe:

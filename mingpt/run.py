@@ -4,9 +4,10 @@ tree with the course's chargpt defaults, the data, the model (optionally from a 
 and everything written to system.work_dir:
 
   args.txt, config.json   the command line; the settings as resolved, with what the run is made of
-  model.pt                weights + model config + vocabulary (enough to sample, no data file needed)
+  model.pt                weights + model config + tokenizer (enough to sample, no data file needed)
+  tokenizer.json          the tokenizer: its kind and tokens (a BPE's own JSON inside)
   ckpt.pt                 model.pt's content plus optimizer, iteration, RNG states and logs (for --trainer.resume)
-  train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses
+  train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses, val bpc
   samples.txt             a sample every trainer.sample_interval iterations and at the end
   wandb/, wandb_run_id.txt  the wandb run (mingpt/dashboard.py) and its id, which a resume continues
 
@@ -25,10 +26,11 @@ import torch
 
 from mingpt.bench import matmul_peak_flops
 from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
-from mingpt.data import CharDataset, Vocabulary, read_text
+from mingpt.data import CharDataset, read_text
 from mingpt.distributed import Processes
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
+from mingpt.tokenizer import UNK, from_dict as tokenizer_from_dict
 from mingpt.trainer import Trainer, pick_device
 from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, check_writable_folder, \
     machine_info, remove_stale_temporaries, save_json, save_text, save_torch, set_seed
@@ -104,6 +106,7 @@ def build_model(C):
 # -----------------------------------------------------------------------------
 # checkpoints
 
+TOKENIZER_FILE = "tokenizer.json"
 MODEL_FILE_KEYS = {"model": dict, "model_config": dict, "vocab": list}
 RESUME_KEYS = {"optimizer": dict, "iter_num": int, "torch_rng": torch.Tensor, "batch_rng": torch.Tensor,
                "config": dict, "logs": dict}
@@ -143,14 +146,17 @@ def load_checkpoint(path, what="model.pt", resume=False, hint=""):
         raise UserError(f"{path}: its iteration count {ckpt['iter_num']} is negative")
     if resume and any(not isinstance(ckpt["logs"].get(k, []), list) for k in LOG_LISTS):
         raise UserError(f"{path}: its 'logs' entry is not chargpt's training logs")
-    vocab = ckpt["vocab"]
-    if not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab) or len(set(vocab)) != len(vocab):
-        raise UserError(f"{path}: its vocabulary is not a list of distinct characters")
+    tokenizer = saved_tokenizer(ckpt, path)
     config = saved_model_config(ckpt, path)
-    if config.vocab_size != len(vocab):
-        raise UserError(f"{path}: its vocabulary has {len(vocab)} characters but its model settings say "
+    if config.vocab_size != len(tokenizer):
+        raise UserError(f"{path}: its vocabulary has {len(tokenizer)} tokens but its model settings say "
                         f"vocab_size={config.vocab_size}")
     return ckpt
+
+
+def saved_tokenizer(ckpt, path):
+    """The tokenizer a checkpoint was trained with (character-level for checkpoints that do not say)."""
+    return tokenizer_from_dict(ckpt.get("tokenizer", {"kind": "char"}), ckpt["vocab"], path)
 
 
 def saved_model_config(ckpt, path):
@@ -184,24 +190,30 @@ def load_state_into(model, state, source, extend_positions=False):
     model.load_state_dict(state)
 
 
-def load_pretrained(model, folder, vocab):
-    path = os.path.join(folder, "model.pt")
-    ckpt = load_checkpoint(path, "model.pt", hint=" (--model.pretrained_folder names a trained run's folder)")
-    if ckpt["vocab"] != vocab.itos:
-        raise UserError(f"{path} was trained on another character set than --data.input_file")
-    load_state_into(model, ckpt["model"], path, extend_positions=True)
-    print(f"loaded pretrained weights from {path}")
+def run_tokenizer(config, text, saved, source):
+    """The tokenizer of a run that continues from a checkpoint (`saved`, from `source`): the saved one, which must
+    be of the kind and size the flags name; for characters, the text's alphabet must be the saved one."""
+    C = config.data
+    if saved.kind != C.tokenizer:
+        raise UserError(f"{source} was trained with --data.tokenizer={saved.kind}, not {C.tokenizer}; give "
+                        f"--data.tokenizer={saved.kind}")
+    if C.vocab_size is not None and C.vocab_size != saved.vocab_size:
+        raise UserError(f"{source} has a {saved.kind} vocabulary trained for --data.vocab_size={saved.vocab_size}, "
+                        f"not {C.vocab_size}; drop the flag (the saved tokenizer is used as it was trained)")
+    if saved.kind == "char" and saved.tokens != sorted(set(text)):
+        raise UserError(f"{source} was trained on another character set than --data.input_file")
+    return saved
 
 
-def model_file(model, config, vocab, iter_num):
-    return {"model": model.state_dict(), "model_config": config.model.to_dict(), "vocab": vocab.itos,
-            "iter_num": iter_num}
+def model_file(model, config, tokenizer, iter_num):
+    return {"model": model.state_dict(), "model_config": config.model.to_dict(), "vocab": tokenizer.tokens,
+            "tokenizer": tokenizer.to_dict(), "iter_num": iter_num}
 
 
 # -----------------------------------------------------------------------------
 # training
 
-LOG_LISTS = ("train_losses", "val_losses", "eval_train_losses", "attention_computation_time",
+LOG_LISTS = ("train_losses", "val_losses", "val_bpc", "eval_train_losses", "attention_computation_time",
              "attention_computation_memory", "attention_peak_memory_mib", "learning_rates", "iter_time_ms",
              "tokens_per_s", "samples", "resumes")
 
@@ -210,11 +222,25 @@ def new_logs(device):
     return {"device": device, **{key: [] for key in LOG_LISTS}}
 
 
-def check_prompt(C, vocab):
-    try:
-        vocab.encode(C.prompt)
-    except UserError as e:
-        raise UserError(f"--sample.prompt: {e}") from None
+def report_tokenizer(dataset):
+    """What the tokens are, and how much of the validation text a word vocabulary misses."""
+    tokenizer = dataset.vocab
+    line = f"{tokenizer.kind} tokenizer: {len(tokenizer)} tokens"
+    if tokenizer.kind == "word":
+        unknown, total = dataset.unknown_rate("val")
+        line += f"; {unknown} of the {total} tokens of the val split ({unknown / total:.2%}) are {UNK}"
+    print(line)
+
+
+def check_prompt(C, tokenizer):
+    """A prompt the tokenizer cannot encode (characters outside a char vocabulary) is an error; words outside a
+    word vocabulary become <unk>, and a note says which."""
+    unknown = tokenizer.unknown(C.prompt)
+    if unknown and tokenizer.kind == "char":
+        raise UserError(f"--sample.prompt: characters {''.join(unknown)!r} are not in the vocabulary of this model")
+    if unknown:
+        print(f"note: --sample.prompt words {unknown} are not in the vocabulary: the model reads them as {UNK}",
+              file=sys.stderr)
 
 
 def set_threads(num_threads):
@@ -222,18 +248,26 @@ def set_threads(num_threads):
         torch.set_num_threads(num_threads)
 
 
-def sample_tokens(model, vocab, sample_config, device, seed):
-    """Yield the sample's characters one at a time, as the model produces them."""
+def sample_tokens(model, tokenizer, sample_config, device, seed):
+    """Yield the sample's text piece by piece, as the model produces its tokens. The text is decoded from all the
+    tokens so far, so a character whose bytes span several BPE tokens comes out whole, once they are all there."""
     C = sample_config
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    x = torch.tensor([vocab.encode(C.prompt)], dtype=torch.long, device=device)
+    x = torch.tensor([tokenizer.encode(C.prompt)], dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
+    ids, done = [], 0
     try:
         for token in model.stream(x, C.max_new_tokens, temperature=C.temperature, do_sample=C.do_sample,
                                   top_k=C.top_k, top_p=C.top_p, use_cache=C.use_cache, generator=gen):
-            yield vocab.decode(token[0])
+            ids.append(int(token[0]))
+            text = tokenizer.decode(ids)
+            if not text.endswith("\ufffd"):  # a character's first bytes; the rest follow
+                yield text[done:]
+                done = len(text)
+        if ids and len(text) > done:  # the sample ends inside a character
+            yield text[done:]
     finally:
         model.train(was_training)
 
@@ -242,8 +276,8 @@ OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip"
                       "lr_decay_iters", "min_lr", "batch_size")
 
 
-def reconcile_resume(config, state, vocab, ckpt_path):
-    """Check that the checkpoint continues this run (same model, same characters) and settle the schedule: unless
+def reconcile_resume(config, state, ckpt_path):
+    """Check that the checkpoint continues this run (same model) and settle the schedule: unless
     --trainer.lr_decay_iters is given, the saved run's decay is kept, so a larger max_iters extends the run at
     min_lr instead of moving the learning rate. Returns {setting: (saved, now)} for the optimizer settings that
     this command changes (they apply from the resume point on)."""
@@ -253,8 +287,6 @@ def reconcile_resume(config, state, vocab, ckpt_path):
         diff = [k for k, v in config.model.to_dict().items() if saved_model.get(k) != v]
         raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {config.system.work_dir}; "
                         f"resume with its flags")
-    if state["vocab"] != vocab.itos:
-        raise UserError(f"--trainer.resume: {ckpt_path} was trained on another character set")
     at, until = state["iter_num"], config.trainer.max_iters
     if at > until:
         raise UserError(f"{ckpt_path} is at iteration {at}, past --trainer.max_iters={until}; give a larger "
@@ -309,8 +341,8 @@ def resolved_config(config, model, trainer):
 class RunFiles:
     """What a training run writes to system.work_dir and sends to wandb, from the trainer's callback."""
 
-    def __init__(self, config, model, vocab, trainer, logs):
-        self.config, self.model, self.vocab, self.trainer, self.logs = config, model, vocab, trainer, logs
+    def __init__(self, config, model, tokenizer, trainer, logs):
+        self.config, self.model, self.tokenizer, self.trainer, self.logs = config, model, tokenizer, trainer, logs
         self.dir = config.system.work_dir
         self.ckpt_path = os.path.join(self.dir, "ckpt.pt")
         self.saved_iter = trainer.iter_num if config.trainer.resume else None
@@ -324,6 +356,7 @@ class RunFiles:
         save_text(" ".join(sys.argv) + "\n", os.path.join(self.dir, "args.txt"))
         resolved = resolved_config(self.config, self.model, self.trainer)
         save_json(resolved, os.path.join(self.dir, "config.json"))
+        save_json({**self.tokenizer.to_dict(), "tokens": self.tokenizer.tokens}, os.path.join(self.dir, TOKENIZER_FILE))
         if self.config.trainer.resume:
             self.repair_logs()
         run_id = saved_run_id(self.dir) if self.config.trainer.resume else None
@@ -343,7 +376,7 @@ class RunFiles:
 
     def save_checkpoint(self):
         trainer, config = self.trainer, self.config
-        model = model_file(self.model, config, self.vocab, trainer.iter_num)
+        model = model_file(self.model, config, self.tokenizer, trainer.iter_num)
         save_torch(model, os.path.join(self.dir, "model.pt"))
         save_torch({**model, **trainer.state_dict(), "config": config.to_dict(), "logs": self.logs}, self.ckpt_path)
         self.saved_iter = trainer.iter_num
@@ -359,7 +392,8 @@ class RunFiles:
         trainer, config = self.trainer, self.config
         t0 = time.perf_counter()
         text = config.sample.prompt + "".join(
-            sample_tokens(self.model, self.vocab, config.sample, trainer.device, config.system.seed + trainer.iter_num))
+            sample_tokens(self.model, self.tokenizer, config.sample, trainer.device,
+                          config.system.seed + trainer.iter_num))
         seconds = time.perf_counter() - t0
         print(text)
         self.logs["samples"].append({"iter": trainer.iter_num, "text": text})
@@ -387,9 +421,11 @@ class RunFiles:
         if self.peak_flops:
             metrics["perf/mfu"] = self.flops_per_iter / (m["iter_ms"] / 1000) / self.peak_flops
         if trainer.last_eval:
-            logs["val_losses"].append([trainer.iter_num, trainer.last_eval["val"]])
-            logs["eval_train_losses"].append([trainer.iter_num, trainer.last_eval["train"]])
-            metrics.update({"val/loss": trainer.last_eval["val"], "eval/train_loss": trainer.last_eval["train"]})
+            ev = trainer.last_eval
+            logs["val_losses"].append([trainer.iter_num, ev["val"]])
+            logs["val_bpc"].append([trainer.iter_num, ev["val_bpc"]])
+            logs["eval_train_losses"].append([trainer.iter_num, ev["train"]])
+            metrics.update({"val/loss": ev["val"], "val/bpc": ev["val_bpc"], "eval/train_loss": ev["train"]})
         self.logger.log(metrics, trainer.iter_num)
         done = trainer.iter_num == C.max_iters
         if C.sample_interval and (trainer.iter_num % C.sample_interval == 0 or done):
@@ -412,22 +448,31 @@ def train(config):
                         f"train into another folder")
     set_threads(config.system.num_threads)
     set_seed(config.system.seed)
-    dataset = CharDataset(config.data, read_text(config.data.input_file))
-    vocab = dataset.vocab
-    check_prompt(config.sample, vocab)  # a bad prompt fails now, not at the first sample
+    text = read_text(config.data.input_file)
+    ckpt_path = os.path.join(work_dir, "ckpt.pt")
+    state = changed = pretrained = saved = None
+    if config.trainer.resume:
+        state = load_checkpoint(ckpt_path, "resume checkpoint", resume=True,
+                                hint=" (train without --trainer.resume first)")
+        saved = saved_tokenizer(state, ckpt_path), f"--trainer.resume: {ckpt_path}"
+    if folder is not None:
+        pretrained_path = os.path.join(folder, "model.pt")
+        pretrained = load_checkpoint(pretrained_path, "model.pt",
+                                     hint=" (--model.pretrained_folder names a trained run's folder)")
+        saved = saved or (saved_tokenizer(pretrained, pretrained_path), pretrained_path)
+    dataset = CharDataset(config.data, text, run_tokenizer(config, text, *saved) if saved else None)
+    tokenizer = dataset.vocab
+    report_tokenizer(dataset)
+    check_prompt(config.sample, tokenizer)  # a bad prompt fails now, not at the first sample
     config.model.vocab_size = dataset.get_vocab_size()
     config.model.block_size = dataset.get_block_size()
     model = build_model(config.model)
     print(f"number of parameters: {model.num_params() / 1e6:.2f}M")
-    if folder is not None:
-        load_pretrained(model, folder, vocab)
-
-    ckpt_path = os.path.join(work_dir, "ckpt.pt")
-    state = changed = None
-    if config.trainer.resume:
-        state = load_checkpoint(ckpt_path, "resume checkpoint", resume=True,
-                                hint=" (train without --trainer.resume first)")
-        changed = reconcile_resume(config, state, vocab, ckpt_path)
+    if pretrained is not None:
+        load_state_into(model, pretrained["model"], pretrained_path, extend_positions=True)
+        print(f"loaded pretrained weights from {pretrained_path}")
+    if state is not None:
+        changed = reconcile_resume(config, state, ckpt_path)
     # written out, so that config.json and a later resume see the schedule this run follows
     config.trainer.lr_decay_iters = config.trainer.lr_decay_iters or max(1, config.trainer.max_iters)
     processes = Processes()  # under torchrun: every check above passed on every process before any joins
@@ -442,7 +487,7 @@ def train(config):
 def run_training(config, model, dataset, processes, state, changed):
     """train()'s second half, once everything is checked: the trainer, the resume, the loop, the files (written
     by rank 0 alone)."""
-    work_dir, vocab = config.system.work_dir, dataset.vocab
+    work_dir, tokenizer = config.system.work_dir, dataset.vocab
     ckpt_path = os.path.join(work_dir, "ckpt.pt")
     trainer = Trainer(config.trainer, model, dataset, processes)
     logs = new_logs(trainer.device)
@@ -452,7 +497,7 @@ def run_training(config, model, dataset, processes, state, changed):
         if at == until:
             if processes.main:
                 remove_stale_temporaries(work_dir)
-                RunFiles(config, model, vocab, trainer, logs).repair_logs()
+                RunFiles(config, model, tokenizer, trainer, logs).repair_logs()
             print(f"{work_dir} already reached --trainer.max_iters={until}; nothing to train (give a larger "
                   f"--trainer.max_iters to train on)")
             return trainer
@@ -467,7 +512,7 @@ def run_training(config, model, dataset, processes, state, changed):
             raise KeyboardInterrupt
         return trainer
 
-    files = RunFiles(config, model, vocab, trainer, logs)
+    files = RunFiles(config, model, tokenizer, trainer, logs)
     files.start()
     trainer.set_callback("on_batch_end", files.on_batch_end)
     try:
@@ -514,14 +559,14 @@ def sample(config):
     set_threads(config.system.num_threads)
     path = os.path.join(config.system.work_dir, "model.pt")
     ckpt = load_checkpoint(path, "model.pt", hint=" (train into this --system.work_dir first)")
-    vocab = Vocabulary(ckpt["vocab"])
-    check_prompt(config.sample, vocab)
+    tokenizer = saved_tokenizer(ckpt, path)
+    check_prompt(config.sample, tokenizer)
     model = build_model(saved_model_config(ckpt, path))
     load_state_into(model, ckpt["model"], path)
     print(f"number of parameters: {model.num_params() / 1e6:.2f}M", file=sys.stderr)
     device = pick_device(config.trainer.device)
     model.to(device)
     print(config.sample.prompt, end="", flush=True)
-    for ch in sample_tokens(model, vocab, config.sample, device, config.system.seed):
-        print(ch, end="", flush=True)
+    for piece in sample_tokens(model, tokenizer, config.sample, device, config.system.seed):
+        print(piece, end="", flush=True)
     print()

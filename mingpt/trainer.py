@@ -174,34 +174,38 @@ class Trainer:
         return torch.autocast(self.device_type, dtype=self.autocast_dtype,
                               enabled=self.autocast_dtype is not None)
 
-    def share(self, x, y):
-        """This process's micro-batches of the global batch x, y (B, T): rank r takes rows r*B/W .. (r+1)*B/W,
-        cut into grad_accum_steps micro-batches of (B / (W * grad_accum_steps), T)."""
+    def share(self, *batches):
+        """This process's micro-batches of the global batches (B, T) (x, y, ...): rank r takes rows r*B/W ..
+        (r+1)*B/W, cut into grad_accum_steps micro-batches of (B / (W * grad_accum_steps), T)."""
         W, A = self.processes.world_size, self.config.grad_accum_steps
         rows = lambda t: t.view(W, A, self.micro_batch, -1)[self.processes.rank].to(self.device)  # (A, b, T)
-        return list(zip(rows(x), rows(y)))
+        return list(zip(*map(rows, batches)))
 
     @torch.no_grad()
     def evaluate(self):
-        """Mean loss over eval_iters batches of each split, in eval mode. Batches come from a generator seeded by
-        the iteration, so evaluation is reproducible and leaves the training RNG untouched. Each process
-        evaluates its share of every batch; the mean is over all of them."""
+        """Mean loss over eval_iters batches of each split, in eval mode, and the validation loss in bits per
+        character: the nats of those tokens over ln 2 x the characters they cover. Batches come from a generator
+        seeded by the iteration, so evaluation is reproducible and leaves the training RNG untouched. Each
+        process evaluates its share of every batch; the results are over all of them."""
         self.model.eval()
         gen = torch.Generator()
         gen.manual_seed(self.iter_num)
-        sums = []
+        sums = []  # per split: mean loss, nats, characters
         for split in ("train", "val"):
-            losses = []
+            losses, nats, chars = [], 0.0, 0
             for _ in range(self.config.eval_iters):
-                x, y = self.train_dataset.get_batch(split, self.config.batch_size, gen)
-                for xm, ym in self.share(x, y):
+                x, y, covered = self.train_dataset.get_eval_batch(split, self.config.batch_size, gen)
+                for xm, ym, cm in self.share(x, y, covered):
                     with self.autocast():
                         _, loss = self.model(xm, ym)
                     losses.append(loss.item())
-            sums.append(sum(losses) / len(losses))
-        train, val = (total / self.processes.world_size for total in self.processes.sum(sums))
+                    nats += loss.item() * ym.numel()
+                    chars += int(cm.sum())
+            sums += [sum(losses) / len(losses), nats, chars]
+        train, _, _, val, val_nats, val_chars = self.processes.sum(sums)
         self.model.train()
-        self.last_eval = {"train": train, "val": val}
+        W = self.processes.world_size
+        self.last_eval = {"train": train / W, "val": val / W, "val_bpc": val_nats / (math.log(2) * val_chars)}
         return self.last_eval
 
     def state_dict(self):
@@ -318,7 +322,8 @@ class Trainer:
             if (config.eval_interval and self.iter_num % config.eval_interval == 0) \
                     or self.iter_num == config.max_iters:
                 ev = self.evaluate()
-                self._report(bar, f"iter {self.iter_num}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}")
+                self._report(bar, f"iter {self.iter_num}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}, "
+                                  f"val {ev['val_bpc']:.4f} bits/char")
             if bar is not None:
                 if self.last_eval:
                     val = f"{self.last_eval['val']:.4f}"

@@ -2,20 +2,27 @@
 Training speed of `python chargpt.py` as a user runs it: ms per iteration, tokens/s, achieved GFLOP/s, MFU
 against the matmul peak measured here in the run's dtype, and peak RSS, for the default config (chargpt flags
 after the options pass through). With several process counts, each runs under torchrun with the machine's cores
-shared out (threads per process = cores / processes), so every configuration uses the same cores.
+shared out (threads per process = cores / processes), so every configuration uses the same cores. With
+--nanogpt / --mingpt, karpathy's nanoGPT (train.py, eager, fp32) and minGPT (projects/chargpt) checked out beside
+the project train the same model (gpt-mini: 6 layers, 6 heads, n_embd 192, block 128, batch 64, dropout 0.1) in
+the same rounds, for a side-by-side figure; their code is run where it lies, never copied.
 
     python scripts/bench_train.py                                   # the default run: gpt-mini, batch 64, fp32
     python scripts/bench_train.py --processes 1 2                   # 1 process x 2 threads vs 2 x 1 (DDP, gloo)
-    python scripts/bench_train.py -- --trainer.dtype=bfloat16       # any chargpt flag, after --
+    python scripts/bench_train.py --rounds 3 --nanogpt ../nanoGPT --mingpt ../minGPT
+    python scripts/bench_train.py -- --trainer.probe_attention=False   # any chargpt flag, after --
 
 Each configuration trains warmup + iters iterations in a temporary folder and reports the median of the
-iterations after the warm-up (chargpt's own per-iteration times, train_logs.json); rounds > 1 interleaves the
-configurations and takes the median over rounds.
+iterations after the warm-up (each program's own per-iteration times: chargpt's train_logs.json, nanoGPT's log
+lines, minGPT's every tenth iteration); rounds > 1 interleaves the configurations and takes the median over
+rounds. Peak RSS is that of the largest process.
 """
 
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,29 +35,67 @@ from mingpt.bench import matmul_peak_flops
 from mingpt.model import GPT
 from mingpt.utils import machine_info
 
-CHARGPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "chargpt.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHARGPT = os.path.join(ROOT, "chargpt.py")
+GPT_MINI = dict(n_layer=6, n_head=6, n_embd=192, block_size=128, batch_size=64, dropout=0.1)
 
 
-def train_once(flags, processes, threads, iters, warmup):
-    """One short run: (median ms/iter after warm-up, peak RSS of the largest process in MiB, config.json)."""
+def run_measured(command, cwd=None, env=None):
+    """Run `command`; return its stdout and the peak RSS (MiB) of the largest of it and its children."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=errors, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the child's, or its largest child's (KiB on Linux)
+        if os.waitstatus_to_exitcode(status):
+            errors.seek(0)
+            sys.exit(f"{' '.join(command[:3])} ... failed: {errors.read().strip()[-2000:]}")
+        out.seek(0)
+        return out.read(), usage.ru_maxrss / 1024
+
+
+def chargpt(flags, processes, threads, iters, warmup):
+    """(median ms/iter after warm-up, peak RSS MiB, config.json) of a short chargpt.py run."""
     with tempfile.TemporaryDirectory() as work_dir:
         run = [f"--system.work_dir={work_dir}", f"--trainer.max_iters={warmup + iters}", "--trainer.eval_interval=0",
                "--trainer.eval_iters=1", "--trainer.sample_interval=0", "--trainer.checkpoint_interval=0",
                "--system.wandb=disabled", f"--system.num_threads={threads}", *flags]
         launcher = [sys.executable] if processes == 1 else \
             [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        with tempfile.TemporaryFile("w+") as errors:
-            proc = subprocess.Popen([*launcher, CHARGPT, *run], stdout=subprocess.DEVNULL, stderr=errors,
-                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-            _, status, usage = os.wait4(proc.pid, 0)  # the child's and its children's peak RSS (KiB on Linux)
-            if os.waitstatus_to_exitcode(status):
-                errors.seek(0)
-                sys.exit(f"chargpt.py failed: {errors.read().strip()}")
+        _, rss = run_measured([*launcher, CHARGPT, *run], env={"OMP_NUM_THREADS": str(threads)})
         with open(os.path.join(work_dir, "train_logs.json")) as f:
             times = json.load(f)["iter_time_ms"][warmup:]
         with open(os.path.join(work_dir, "config.json")) as f:
             config = json.load(f)
-    return statistics.median(times), usage.ru_maxrss / 1024, config
+    return statistics.median(times), rss, config
+
+
+def nanogpt(folder, corpus, iters, warmup):
+    """(median ms/iter, peak RSS MiB) of nanoGPT's train.py on gpt-mini, eager fp32 on the CPU. Its character
+    data is prepared once, by its own prepare.py, from our corpus."""
+    data = os.path.join(folder, "data", "shakespeare_char")
+    if not os.path.exists(os.path.join(data, "train.bin")):
+        shutil.copyfile(corpus, os.path.join(data, "input.txt"))
+        subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
+    with tempfile.TemporaryDirectory() as out_dir:
+        flags = [f"--{k}={v}" for k, v in GPT_MINI.items()] + [
+            "--device=cpu", "--compile=False", "--dtype=float32", "--bias=True", f"--max_iters={warmup + iters}",
+            "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", f"--out_dir={out_dir}"]
+        out, rss = run_measured([sys.executable, "train.py", "config/train_shakespeare_char.py", *flags], cwd=folder)
+    times = {int(it): float(ms) for it, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", out)}
+    return statistics.median(ms for it, ms in times.items() if it >= warmup), rss
+
+
+def mingpt(folder, corpus, iters, warmup):
+    """(median ms/iter, peak RSS MiB) of minGPT's projects/chargpt (gpt-mini, its defaults: batch 64, block 128,
+    dropout 0.1, 4 DataLoader workers), which prints its iteration time every 10 iterations."""
+    tens = max(1, iters // 3)  # readings at iterations 10, 20, ... past the warm-up
+    with tempfile.TemporaryDirectory() as cwd:
+        os.symlink(os.path.abspath(corpus), os.path.join(cwd, "input.txt"))  # it reads input.txt where it runs
+        out, rss = run_measured([sys.executable, os.path.join(folder, "projects", "chargpt", "chargpt.py"),
+                                 f"--trainer.max_iters={10 * tens + 1}", f"--system.work_dir={cwd}/out"],
+                                cwd=cwd, env={"PYTHONPATH": os.path.abspath(folder)})  # its mingpt, not ours
+    times = [float(ms) for ms, it in re.findall(r"iter_dt ([\d.]+)ms; iter (\d+)", out) if int(it) >= 10]
+    return statistics.median(times), rss
 
 
 def all_reduce_ms(processes, threads, n_floats, repeats=20):
@@ -91,6 +136,9 @@ def main():
     parser.add_argument("--iters", type=int, default=10, help="measured iterations per run")
     parser.add_argument("--warmup", type=int, default=3, help="iterations left out of the median")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT to measure beside this project")
+    parser.add_argument("--mingpt", help="a checkout of karpathy/minGPT to measure beside this project")
+    parser.add_argument("--corpus", default=os.path.join(ROOT, "input.txt"), help="tiny-shakespeare, for the peers")
     parser.add_argument("--all-reduce", type=int, default=0, help=argparse.SUPPRESS)  # all_reduce_ms's worker
     parser.add_argument("flags", nargs="*", help="chargpt flags, after --")
     args = parser.parse_args()
@@ -100,32 +148,34 @@ def main():
     print(machine_info())
     print(f"chargpt.py {' '.join(args.flags) or '(defaults)'}; median of iterations {args.warmup + 1}-"
           f"{args.warmup + args.iters}, {args.rounds} round(s)")
-    results = {n: [] for n in args.processes}
+    runners = {f"chargpt {n} x {max(1, cores // n)}": lambda n=n: chargpt(args.flags, n, max(1, cores // n),
+                                                                         args.iters, args.warmup)
+               for n in args.processes}
+    if args.nanogpt:
+        runners["nanoGPT train.py (eager)"] = lambda: nanogpt(args.nanogpt, args.corpus, args.iters, args.warmup)
+    if args.mingpt:
+        runners["minGPT chargpt"] = lambda: mingpt(args.mingpt, args.corpus, args.iters, args.warmup)
+    results = {name: [] for name in runners}
     for _ in range(args.rounds):
-        for n in args.processes:
-            results[n].append(train_once(args.flags, n, max(1, cores // n), args.iters, args.warmup))
-    peaks = {}
-    print(f"{'processes x threads':>20} | {'ms/iter':>8} | {'tokens/s':>8} | {'GFLOP/s':>8} | {'MFU':>6} | "
+        for name, run in runners.items():
+            results[name].append(run())
+    config = results[next(iter(results))][0][2]  # this project's run: the model, device and dtype of every row
+    flops, tokens = flops_per_iter(config)
+    device, dtype = config["device"], config["dtype"]
+    peak = matmul_peak_flops(device, getattr(torch, dtype))  # all the cores, as each run uses them
+    print(f"{'program, processes x threads':>30} | {'ms/iter':>8} | {'tokens/s':>8} | {'GFLOP/s':>8} | {'MFU':>6} | "
           f"{'peak RSS MiB':>12}")
-    for n, runs in results.items():
+    for name, runs in results.items():
         ms = statistics.median(r[0] for r in runs)
-        rss = max(r[1] for r in runs)
-        config = runs[0][2]
-        flops, tokens = flops_per_iter(config)
-        device, dtype = config["device"], config["dtype"]
-        if (device, dtype) not in peaks:  # all the cores, as the runs together use them
-            peaks[device, dtype] = matmul_peak_flops(device, getattr(torch, dtype))
         achieved = flops / (ms / 1000)
-        print(f"{f'{n} x {max(1, cores // n)}':>20} | {ms:>8.0f} | {tokens / (ms / 1000):>8.0f} | "
-              f"{achieved / 1e9:>8.1f} | {achieved / peaks[device, dtype]:>6.1%} | {rss:>12.0f}", flush=True)
-    for (device, dtype), peak in peaks.items():
-        print(f"matmul peak on {device} in {dtype}: {peak / 1e9:.0f} GFLOP/s")
-    config = results[args.processes[0]][0][2]
-    params = config["params"]
+        print(f"{name:>30} | {ms:>8.0f} | {tokens / (ms / 1000):>8.0f} | {achieved / 1e9:>8.1f} | "
+              f"{achieved / peak:>6.1%} | {max(r[1] for r in runs):>12.0f}", flush=True)
+    print(f"matmul peak on {device} in {dtype}: {peak / 1e9:.0f} GFLOP/s; FLOPs per iteration "
+          f"{flops / 1e9:.0f} G (mingpt.model.GPT.flops_per_token) for every row")
     for n in args.processes:
-        if n > 1 and config["device"] == "cpu":
-            print(f"all-reduce of the {params * 4 / 1e6:.1f} MB of fp32 gradients among {n} processes (gloo): "
-                  f"{all_reduce_ms(n, max(1, cores // n), params):.1f} ms")
+        if n > 1 and device == "cpu":
+            print(f"all-reduce of the {config['params'] * 4 / 1e6:.1f} MB of fp32 gradients among {n} processes "
+                  f"(gloo): {all_reduce_ms(n, max(1, cores // n), config['params']):.1f} ms")
 
 
 if __name__ == "__main__":

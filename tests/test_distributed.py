@@ -89,7 +89,8 @@ def test_rank_zero_alone_prints_and_writes(runs):
     assert out.count("number of parameters") == 1 and out.count("iter 20: loss") == 1
     assert out.count("running on device cpu") == 1
     work_dir = runs["root"] / "two"
-    assert sorted(os.listdir(work_dir)) == ["args.txt", "ckpt.pt", "config.json", "model.pt", "train_logs.json"]
+    assert sorted(os.listdir(work_dir)) == ["args.txt", "ckpt.pt", "config.json", "model.pt", "tokenizer.json",
+                                         "train_logs.json"]
     assert not any(key.startswith("module.") for key in load_checkpoint(str(work_dir / "model.pt"))["model"])
     sampled = cli(f"--system.work_dir={work_dir}", "--sample.only=True", "--sample.max_new_tokens=10",
                   "--sample.prompt=the king")

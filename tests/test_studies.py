@@ -35,6 +35,10 @@ STUDIES = {  # study -> (training runs it makes, {table: columns it must have}, 
     "rnn": (5, COMPARE, ["loss"], ["Transformer", "Elman RNN (slide)", "Elman RNN (tanh)",
                                    "BiRNN on prefixes (valid)", "BiRNN one pass (invalid)"]),
     "attention_analysis": (0, {"checks": {"check", "value", "expect"}}, ["angle_fit"], None),
+    "tokenizers": (5, {"final": {"run", "vocab_size", "unk_rate", "chars_per_token", "val_bpc", "train_tokens_per_s",
+                                 "train_chars_per_s", "gen_tokens_per_s", "gen_chars_per_s"},
+                       "curves": {"run", "iter", "val_bpc"}}, ["bpc"],
+                   ["char", "word 8000", "BPE 256", "BPE 512", "BPE 1024"]),
 }
 
 
@@ -101,6 +105,11 @@ def test_study_findings_at_quick_scale(quick_studies):
     r2 = [float(r["value"]) for r in read_csv(quick_studies / "attention_analysis" / "checks.csv")
           if r["check"].startswith("4.")]
     assert r2[0] < 0.1 and r2[1] > 0.8  # concatenated cannot fit the angle, additive can
+    tokenizers = {r["run"]: r for r in read_csv(quick_studies / "tokenizers" / "final.csv")}
+    assert float(tokenizers["char"]["unk_rate"]) == 0 and 0 < float(tokenizers["word 8000"]["unk_rate"]) < 0.2
+    assert int(tokenizers["BPE 1024"]["vocab_size"]) == 1024
+    assert float(tokenizers["BPE 256"]["chars_per_token"]) == 1  # bytes: tiny-shakespeare is ASCII
+    assert float(tokenizers["BPE 1024"]["chars_per_token"]) > float(tokenizers["BPE 512"]["chars_per_token"]) > 1
 
 
 @needs_corpus

@@ -12,7 +12,7 @@ from helpers import tiny_config, wandb_runs
 from mingpt.dashboard import METRICS, default_run_name
 from mingpt.run import train
 
-EXPECTED_KEYS = {"train/loss", "val/loss", "eval/train_loss", "lr", "perf/iter_ms", "perf/tokens_per_s", "perf/mfu",
+EXPECTED_KEYS = {"train/loss", "val/loss", "val/bpc", "eval/train_loss", "lr", "perf/iter_ms", "perf/tokens_per_s", "perf/mfu",
                  "attn/time_ms", "attn/mem_mib", "gen/kv_cache_bytes", "gen/tokens_per_s"}
 
 
