@@ -8,6 +8,11 @@ queries' own positions, so the same code serves training (T_q = T_k) and decodin
 
 A sliding window of size w lets query t see keys j with t - w//2 <= j <= t (w = 0: every earlier key).
 
+Dropout on the attention weights (training) zeroes each weight with probability p and scales the rest by
+1 / (1 - p). Its random mask is the costly part on a CPU, where torch has no fused attention-dropout kernel:
+`dropped` draws it from a quarter as many random numbers as `bernoulli_` would, and `fast_attention` uses the
+written-out core with it there instead of SDPA's math fallback (which draws with `bernoulli_`).
+
 Two implementations give the same numbers:
 - `naive_attention` is the writeup's math done literally: score matrix, mask, softmax, dropout, @ V. It
   materialises (T_q, T_k) scores per head, which is what the course's memory probe measures.
@@ -37,6 +42,25 @@ def attention_mask(T_q, T_k, window=0, device=None):
     return allowed
 
 
+DROP_LEVELS = 2 ** 15  # a dropout draw is a 15-bit number: p is rounded to a multiple of 1/32768
+
+
+def dropped(shape, p, device=None):
+    """A bool mask of `shape`, True (drop) for each element independently with probability
+    round(p * 2^15) / 2^15. torch's generator fills a quarter as many int64s (63 random bits each); each of their
+    16-bit quarters, its top bit cleared, is one uniform draw in [0, 2^15)."""
+    n = math.prod(shape)
+    words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_().view(torch.int16)[:n]
+    return ((words & (DROP_LEVELS - 1)) < round(p * DROP_LEVELS)).view(shape)
+
+
+def attention_dropout(att, v, p):
+    """dropout(att, p) @ v with the mask from `dropped`: the kept weights' 1 / (1 - p) is applied to the smaller
+    product (..., T_q, hd) rather than to att (..., T_q, T_k)."""
+    y = att.masked_fill(dropped(att.shape, p, att.device), 0.0) @ v
+    return y * (1 / (1 - round(p * DROP_LEVELS) / DROP_LEVELS))
+
+
 def naive_attention(q, k, v, window=0, dropout_p=0.0):
     B, n_q, T_q, hd = q.shape
     n_kv, T_k = k.size(1), k.size(2)
@@ -48,9 +72,7 @@ def naive_attention(q, k, v, window=0, dropout_p=0.0):
     allowed = attention_mask(T_q, T_k, window, q.device).repeat(groups, 1)  # (g*T_q, T_k)
     att = att.masked_fill(~allowed, float("-inf"))
     att = F.softmax(att, dim=-1)
-    if dropout_p:
-        att = F.dropout(att, dropout_p)
-    y = att @ v  # (B, n_kv, g*T_q, hd)
+    y = attention_dropout(att, v, dropout_p) if dropout_p else att @ v  # (B, n_kv, g*T_q, hd)
     return rearrange(y, "b h (g t) d -> b (h g) t d", g=groups)
 
 
@@ -83,9 +105,8 @@ def banded_attention(q, k, v, window, dropout_p=0.0):
     allowed = (col >= row) & (col <= row + span) & (key_pos >= 0)  # (n_blocks, bs, L)
     att = att.masked_fill(~allowed.repeat(1, groups, 1), float("-inf"))
     att = F.softmax(att, dim=-1)
-    if dropout_p:
-        att = F.dropout(att, dropout_p)
-    y = att @ v.transpose(-2, -1)  # (B, n_kv, n_blocks, g*bs, hd)
+    v = v.transpose(-2, -1)
+    y = attention_dropout(att, v, dropout_p) if dropout_p else att @ v  # (B, n_kv, n_blocks, g*bs, hd)
     return rearrange(y, "b h n (g s) d -> b (h g) (n s) d", g=groups)[:, :, :T]
 
 
@@ -94,6 +115,8 @@ def fast_attention(q, k, v, window=0, dropout_p=0.0):
     hides = window and window // 2 < T_k - 1  # the window hides some earlier key from some query
     if hides and T_q == T_k:
         return banded_attention(q, k, v, window, dropout_p)
+    if dropout_p and q.device.type == "cpu":  # SDPA's CPU dropout is its math path with a bernoulli_ mask
+        return naive_attention(q, k, v, window, dropout_p)
     if T_q == 1 and not hides:
         # decoding one token: a group's query heads become query rows against their shared key/value head,
         # one small attention per kv head (cheaper than SDPA's enable_gqa at this size)

@@ -92,7 +92,7 @@ def mingpt(folder, corpus, iters, warmup):
     with tempfile.TemporaryDirectory() as cwd:
         os.symlink(os.path.abspath(corpus), os.path.join(cwd, "input.txt"))  # it reads input.txt where it runs
         out, rss = run_measured([sys.executable, os.path.join(folder, "projects", "chargpt", "chargpt.py"),
-                                 f"--trainer.max_iters={10 * tens + 1}", f"--system.work_dir={cwd}/out"],
+                                 f"--trainer.max_iters={10 * tens + 1}"],  # it writes ./out/chargpt
                                 cwd=cwd, env={"PYTHONPATH": os.path.abspath(folder)})  # its mingpt, not ours
     times = [float(ms) for ms, it in re.findall(r"iter_dt ([\d.]+)ms; iter (\d+)", out) if int(it) >= 10]
     return statistics.median(times), rss

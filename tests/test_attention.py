@@ -1,5 +1,6 @@
 """Attention: grouped-query attention against loops and torch's MultiheadAttention, the sliding window (naive,
-banded and SDPA kernels agree), causality and dropout of the whole model, the probes."""
+banded and SDPA kernels agree), causality and dropout of the whole model, the probes, and the attention-dropout
+mask (rate, independence, mean, gradient)."""
 
 import math
 
@@ -8,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import DEVICES, model_config
-from mingpt.attention import attend, attention_mask, banded_attention, fast_attention, naive_attention, \
-    profile_peak_memory, timed_attend, window_block_size
+from mingpt.attention import attend, attention_dropout, attention_mask, banded_attention, dropped, fast_attention, \
+    naive_attention, profile_peak_memory, timed_attend, window_block_size
 from mingpt.model import GPT, CausalSelfAttention, GroupedQueryAttention
 
 
@@ -259,3 +260,54 @@ def test_naive_gqa_saves_kv_at_n_kv_head_size(n_kv_head):
     repeated_kv = [t for t in saved if t.numel() == B * n_q * T * hd and
                    t.untyped_storage().data_ptr() != q.untyped_storage().data_ptr()]
     assert not repeated_kv
+
+
+# -----------------------------------------------------------------------------
+# attention dropout: the cheap mask is still dropout with probability p
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.03])
+def test_dropout_mask_rate_and_independence(p):
+    """The drop rate is p (to 1/32768) at each of the four 16-bit positions a draw can come from, and draws are
+    uncorrelated with their neighbours."""
+    torch.manual_seed(0)
+    n = 4_000_000
+    mask = dropped((n,), p).float()
+    sigma = math.sqrt(p * (1 - p) / (n // 4))
+    for position in range(4):  # the top quarter of each int64 has its sign bit cleared: no bias there
+        assert abs(mask[position::4].mean().item() - p) < 5 * sigma
+    neighbours = (mask[1:] * mask[:-1]).mean().item()  # P(both dropped) = p^2 for independent draws
+    assert abs(neighbours - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n)
+
+
+def test_attention_dropout_keeps_the_mean_and_its_gradient_is_the_mask():
+    """E[dropout(att) @ v] = att @ v, and the gradient through it is the kept weights' 1 / (1 - p) on the kept
+    positions and 0 on the dropped ones (checked by finite differences in float64 with the mask fixed by a seed)."""
+    torch.manual_seed(0)
+    att = torch.rand(64, 256, 256)
+    v = torch.ones(64, 256, 1)
+    ratio = (attention_dropout(att, v, 0.1) / (att @ v)).mean().item()
+    assert abs(ratio - 1) < 2e-3
+
+    att = torch.rand(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+
+    def same_mask(att, v):
+        torch.manual_seed(1)
+        return attention_dropout(att, v, 0.3)
+    assert torch.autograd.gradcheck(same_mask, (att, v))
+    torch.manual_seed(1)
+    drop = dropped(att.shape, 0.3)
+    (grad,) = torch.autograd.grad(same_mask(att, v).sum(), att)
+    expected = v.sum(-1)[:, None, :].expand_as(att) / (1 - round(0.3 * 2**15) / 2**15)
+    torch.testing.assert_close(grad, expected.masked_fill(drop, 0.0))
+
+
+@pytest.mark.parametrize("impl, window", [("naive", 0), ("fast", 0), ("fast", 8)])
+def test_attention_dropout_in_the_core(impl, window):
+    """Through the core: outputs of the dropped path average to those without dropout, and the fraction of
+    weights dropped is p."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
+    exact = attend(q, k, v, window, impl, 0.0)
+    mean = sum(attend(q, k, v, window, impl, 0.2) for _ in range(4000)) / 4000
+    torch.testing.assert_close(mean, exact, atol=0.05, rtol=0)
