@@ -235,9 +235,11 @@ def report_tokenizer(dataset):
 def check_prompt(C, tokenizer):
     """A prompt the tokenizer cannot encode (characters outside a char vocabulary) is an error; words outside a
     word vocabulary become <unk>, and a note says which."""
+    try:
+        tokenizer.encode(C.prompt)
+    except UserError as e:
+        raise UserError(f"--sample.prompt: {e}") from None
     unknown = tokenizer.unknown(C.prompt)
-    if unknown and tokenizer.kind == "char":
-        raise UserError(f"--sample.prompt: characters {''.join(unknown)!r} are not in the vocabulary of this model")
     if unknown:
         print(f"note: --sample.prompt words {unknown} are not in the vocabulary: the model reads them as {UNK}",
               file=sys.stderr)
@@ -477,18 +479,17 @@ def train(config):
     config.trainer.lr_decay_iters = config.trainer.lr_decay_iters or max(1, config.trainer.max_iters)
     processes = Processes()  # under torchrun: every check above passed on every process before any joins
     try:
-        trainer = run_training(config, model, dataset, processes, state, changed)
+        trainer = run_training(config, model, dataset, processes, state, changed, ckpt_path)
         processes.barrier()  # no process leaves the group while another is still in a collective call
     finally:
         processes.stop()
     return trainer
 
 
-def run_training(config, model, dataset, processes, state, changed):
-    """train()'s second half, once everything is checked: the trainer, the resume, the loop, the files (written
-    by rank 0 alone)."""
+def run_training(config, model, dataset, processes, state, changed, ckpt_path):
+    """train()'s second half, once everything is checked: the trainer, the resume from `state` (read from
+    ckpt_path), the loop, the files (written by rank 0 alone)."""
     work_dir, tokenizer = config.system.work_dir, dataset.vocab
-    ckpt_path = os.path.join(work_dir, "ckpt.pt")
     trainer = Trainer(config.trainer, model, dataset, processes)
     logs = new_logs(trainer.device)
     if state is not None:

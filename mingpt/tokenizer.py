@@ -27,7 +27,8 @@ BYTES = 256  # byte-level BPE starts from every byte
 
 
 class TokenList:
-    """A tokenizer whose tokens are strings that decode by concatenation: id i is itos[i]."""
+    """A tokenizer with a fixed list of token strings, id i being itos[i]; decoding concatenates them (BPE's
+    byte-level tokens decode through Hugging Face's decoder instead)."""
     kind = None
 
     def __init__(self, tokens, vocab_size=None):
@@ -85,29 +86,22 @@ class WordTokenizer(TokenList):
         return [self.stoi.get(p, 0) for p in found], [len(p) for p in found]
 
 
-class BPETokenizer:
+class BPETokenizer(TokenList):
     """Byte-level BPE from Hugging Face tokenizers."""
     kind = "bpe"
 
     def __init__(self, hf_tokenizer, vocab_size):
         """vocab_size: the size it was trained for (a short text can end with fewer merges)."""
+        ids = hf_tokenizer.get_vocab()
+        super().__init__(sorted(ids, key=ids.get), vocab_size)
         self.hf = hf_tokenizer
-        self.stoi = hf_tokenizer.get_vocab()
-        self.itos = sorted(self.stoi, key=self.stoi.get)
-        self.vocab_size = vocab_size
-
-    @staticmethod
-    def _empty():
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        return tok
 
     @classmethod
     def train(cls, text, vocab_size=None):
-        from tokenizers import pre_tokenizers, trainers
-        tok = cls._empty()
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size or BPE_DEFAULT_VOCAB, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
         tok.train_from_iterator([text], trainer)
@@ -117,13 +111,6 @@ class BPETokenizer:
     def from_json(cls, text, vocab_size):
         from tokenizers import Tokenizer
         return cls(Tokenizer.from_str(text), vocab_size)
-
-    @property
-    def tokens(self):
-        return self.itos
-
-    def __len__(self):
-        return len(self.itos)
 
     def unknown(self, text):
         return []
@@ -184,7 +171,3 @@ def from_dict(saved, tokens, source):
     if tokenizer.tokens != list(tokens):
         raise UserError(f"{source}: its BPE tokenizer and its vocabulary disagree")
     return tokenizer
-
-
-def describe(tokenizer):
-    return f"{tokenizer.kind} tokenizer, {len(tokenizer)} tokens"

@@ -40,6 +40,13 @@ CHARGPT = os.path.join(ROOT, "chargpt.py")
 GPT_MINI = dict(n_layer=6, n_head=6, n_embd=192, block_size=128, batch_size=64, dropout=0.1)
 
 
+def launcher(processes):
+    """The command that starts a script: python for one process, torchrun's module for several."""
+    if processes == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+
+
 def run_measured(command, cwd=None, env=None):
     """Run `command`; return its stdout and the peak RSS (MiB) of the largest of it and its children."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
@@ -59,9 +66,7 @@ def chargpt(flags, processes, threads, iters, warmup):
         run = [f"--system.work_dir={work_dir}", f"--trainer.max_iters={warmup + iters}", "--trainer.eval_interval=0",
                "--trainer.eval_iters=1", "--trainer.sample_interval=0", "--trainer.checkpoint_interval=0",
                "--system.wandb=disabled", f"--system.num_threads={threads}", *flags]
-        launcher = [sys.executable] if processes == 1 else \
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        _, rss = run_measured([*launcher, CHARGPT, *run], env={"OMP_NUM_THREADS": str(threads)})
+        _, rss = run_measured([*launcher(processes), CHARGPT, *run], env={"OMP_NUM_THREADS": str(threads)})
         with open(os.path.join(work_dir, "train_logs.json")) as f:
             times = json.load(f)["iter_time_ms"][warmup:]
         with open(os.path.join(work_dir, "config.json")) as f:
@@ -101,8 +106,7 @@ def mingpt(folder, corpus, iters, warmup):
 def all_reduce_ms(processes, threads, n_floats, repeats=20):
     """Median ms of one all-reduce (gloo, as DDP's gradient average on a CPU) of n_floats fp32 values among
     `processes` processes: this script relaunched under torchrun."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               os.path.abspath(__file__), "--all-reduce", str(n_floats), "--iters", str(repeats)]
+    command = [*launcher(processes), os.path.abspath(__file__), "--all-reduce", str(n_floats), "--iters", str(repeats)]
     out = subprocess.run(command, capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": str(threads)}).stdout
     return float(out.split()[-1])
