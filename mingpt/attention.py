@@ -10,8 +10,9 @@ A sliding window of size w lets query t see keys j with t - w//2 <= j <= t (w = 
 
 Dropout on the attention weights (training) zeroes each weight with probability p and scales the rest by
 1 / (1 - p). Its random mask is the costly part on a CPU, where torch has no fused attention-dropout kernel:
-`dropped` draws it from a quarter as many random numbers as `bernoulli_` would, and `fast_attention` uses the
-written-out core with it there instead of SDPA's math fallback (which draws with `bernoulli_`).
+`dropped` (mingpt/dropout.py) draws it from a quarter as many random numbers as `bernoulli_` would, and
+`fast_attention` uses the written-out core with it there instead of SDPA's math fallback (which draws with
+`bernoulli_`).
 
 Two implementations give the same numbers:
 - `naive_attention` is the writeup's math done literally: score matrix, mask, softmax, dropout, @ V. It
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 
+from mingpt.dropout import drop_rate, dropped
+
 
 def attention_mask(T_q, T_k, window=0, device=None):
     """(T_q, T_k) bool, True where a query may attend a key. Query row r sits at position T_k - T_q + r."""
@@ -42,23 +45,17 @@ def attention_mask(T_q, T_k, window=0, device=None):
     return allowed
 
 
-DROP_LEVELS = 2 ** 15  # a dropout draw is a 15-bit number: p is rounded to a multiple of 1/32768
-
-
-def dropped(shape, p, device=None):
-    """A bool mask of `shape`, True (drop) for each element independently with probability
-    round(p * 2^15) / 2^15. torch's generator fills a quarter as many int64s (63 random bits each); each of their
-    16-bit quarters, its top bit cleared, is one uniform draw in [0, 2^15)."""
-    n = math.prod(shape)
-    words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_().view(torch.int16)[:n]
-    return ((words & (DROP_LEVELS - 1)) < round(p * DROP_LEVELS)).view(shape)
+def mask_bias(allowed, dtype):
+    """A mask as a term added to the scores: 0 where `allowed`, -inf elsewhere. Adding it is one pass over the
+    scores where masked_fill is two (forward and backward)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
 def attention_dropout(att, v, p):
     """dropout(att, p) @ v with the mask from `dropped`: the kept weights' 1 / (1 - p) is applied to the smaller
     product (..., T_q, hd) rather than to att (..., T_q, T_k)."""
     y = att.masked_fill(dropped(att.shape, p, att.device), 0.0) @ v
-    return y * (1 / (1 - round(p * DROP_LEVELS) / DROP_LEVELS))
+    return y * (1 / (1 - drop_rate(p)))
 
 
 def naive_attention(q, k, v, window=0, dropout_p=0.0):
@@ -67,10 +64,10 @@ def naive_attention(q, k, v, window=0, dropout_p=0.0):
     groups = n_q // n_kv
     # a group's query heads become rows of one matmul against their shared key/value head: K and V are read,
     # and saved for backward, at n_kv_head size (a broadcast matmul would materialise g copies of them)
-    q = rearrange(q, "b (h g) t d -> b h (g t) d", g=groups)
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (B, n_kv, g*T_q, T_k)
+    q = rearrange(q, "b (h g) t d -> b h (g t) d", g=groups) / math.sqrt(hd)  # the scale on q: fewer elements
+    att = q @ k.transpose(-2, -1)  # (B, n_kv, g*T_q, T_k)
     allowed = attention_mask(T_q, T_k, window, q.device).repeat(groups, 1)  # (g*T_q, T_k)
-    att = att.masked_fill(~allowed, float("-inf"))
+    att = att + mask_bias(allowed, att.dtype)
     att = F.softmax(att, dim=-1)
     y = attention_dropout(att, v, dropout_p) if dropout_p else att @ v  # (B, n_kv, g*T_q, hd)
     return rearrange(y, "b h (g t) d -> b (h g) t d", g=groups)
@@ -97,13 +94,13 @@ def banded_attention(q, k, v, window, dropout_p=0.0):
     k = F.pad(k, (0, 0, span, pad)).unfold(2, L, bs)  # (B, n_kv, n_blocks, hd, L)
     v = F.pad(v, (0, 0, span, pad)).unfold(2, L, bs)
     # the group's query heads become extra rows of each block: one matmul per kv head, no K/V copies
-    q = rearrange(q, "b (h g) (n s) d -> b h n (g s) d", g=groups, s=bs)
-    att = (q @ k) / math.sqrt(hd)  # (B, n_kv, n_blocks, g*bs, L)
+    q = rearrange(q, "b (h g) (n s) d -> b h n (g s) d", g=groups, s=bs) / math.sqrt(hd)
+    att = q @ k  # (B, n_kv, n_blocks, g*bs, L)
     row = torch.arange(bs, device=q.device)[:, None]
     col = torch.arange(L, device=q.device)[None, :]
     key_pos = torch.arange(n_blocks, device=q.device)[:, None, None] * bs - span + col  # (n_blocks, 1, L)
     allowed = (col >= row) & (col <= row + span) & (key_pos >= 0)  # (n_blocks, bs, L)
-    att = att.masked_fill(~allowed.repeat(1, groups, 1), float("-inf"))
+    att = att + mask_bias(allowed.repeat(1, groups, 1), att.dtype)
     att = F.softmax(att, dim=-1)
     v = v.transpose(-2, -1)
     y = attention_dropout(att, v, dropout_p) if dropout_p else att @ v  # (B, n_kv, n_blocks, g*bs, hd)

@@ -25,6 +25,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
+from mingpt.dropout import Dropout
 from mingpt.utils import NOT_EMPTY, CfgNode as CN, UserError, at_least, between
 
 # -----------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class CausalSelfAttention(nn.Module):
         self.attn_impl = getattr(config, "attn_impl", "fast")
         self.gqa_scores = getattr(config, "gqa_scores", "per_head")
         self.attn_pdrop = config.attn_pdrop
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = Dropout(config.resid_pdrop)
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
         self.probe = False
         self.probe_reading = None
@@ -165,7 +166,7 @@ class Block(nn.Module):
             c_fc=nn.Linear(config.n_embd, 4 * config.n_embd),
             act=nn.GELU(approximate="tanh"),  # minGPT's NewGELU
             c_proj=nn.Linear(4 * config.n_embd, config.n_embd),
-            dropout=nn.Dropout(config.resid_pdrop),
+            dropout=Dropout(config.resid_pdrop),
         ))
 
     def forward(self, x, cache=None):
@@ -239,7 +240,7 @@ class GPT(nn.Module):
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            drop=nn.Dropout(config.embd_pdrop),
+            drop=Dropout(config.embd_pdrop),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd),
         ))

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from mingpt.dropout import Dropout
 from mingpt.model import GPT, adamw_with_decay, check_sampling, sample_next
 
 
@@ -77,7 +78,7 @@ class RecurrentLM(nn.Module):
         super().__init__()
         self.block_size = config.block_size
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = Dropout(config.embd_pdrop)
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())

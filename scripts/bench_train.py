@@ -5,23 +5,27 @@ after the options pass through). With several process counts, each runs under to
 shared out (threads per process = cores / processes), so every configuration uses the same cores. With
 --nanogpt / --mingpt, karpathy's nanoGPT (train.py, eager, fp32) and minGPT (projects/chargpt) checked out beside
 the project train the same model (gpt-mini: 6 layers, 6 heads, n_embd 192, block 128, batch 64, dropout 0.1) in
-the same rounds, for a side-by-side figure; their code is run where it lies, never copied.
+the same rounds, for a side-by-side figure; their code is run where it lies, never copied. Each --variant adds a
+row of this project with more flags (quoted together, after an =), measured in the same rounds.
 
-    python scripts/bench_train.py                                   # the default run: gpt-mini, batch 64, fp32
+    python scripts/bench_train.py                                   # the default run: gpt-mini, batch 64
     python scripts/bench_train.py --processes 1 2                   # 1 process x 2 threads vs 2 x 1 (DDP, gloo)
     python scripts/bench_train.py --rounds 3 --nanogpt ../nanoGPT --mingpt ../minGPT
     python scripts/bench_train.py -- --trainer.probe_attention=False   # any chargpt flag, after --
+    python scripts/bench_train.py --variant=--trainer.dtype=float32 --variant="--trainer.probe_attention=False"
 
 Each configuration trains warmup + iters iterations in a temporary folder and reports the median of the
 iterations after the warm-up (each program's own per-iteration times: chargpt's train_logs.json, nanoGPT's log
 lines, minGPT's every tenth iteration); rounds > 1 interleaves the configurations and takes the median over
-rounds. Peak RSS is that of the largest process.
+rounds. Peak RSS is that of the largest process. MFU is against the matmul peak of each row's own dtype (nanoGPT
+and minGPT: fp32).
 """
 
 import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -140,6 +144,8 @@ def main():
     parser.add_argument("--iters", type=int, default=10, help="measured iterations per run")
     parser.add_argument("--warmup", type=int, default=3, help="iterations left out of the median")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--variant", action="append", default=[], help="more chargpt flags for an extra row of this "
+                        "project, e.g. --variant=--trainer.dtype=float32 (repeatable)")
     parser.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT to measure beside this project")
     parser.add_argument("--mingpt", help="a checkout of karpathy/minGPT to measure beside this project")
     parser.add_argument("--corpus", default=os.path.join(ROOT, "input.txt"), help="tiny-shakespeare, for the peers")
@@ -152,9 +158,12 @@ def main():
     print(machine_info())
     print(f"chargpt.py {' '.join(args.flags) or '(defaults)'}; median of iterations {args.warmup + 1}-"
           f"{args.warmup + args.iters}, {args.rounds} round(s)")
-    runners = {f"chargpt {n} x {max(1, cores // n)}": lambda n=n: chargpt(args.flags, n, max(1, cores // n),
-                                                                         args.iters, args.warmup)
-               for n in args.processes}
+    runners = {}
+    for extra in ["", *args.variant]:
+        for n in args.processes:
+            flags = [*args.flags, *shlex.split(extra)]
+            runners[f"chargpt {n} x {max(1, cores // n)} {extra}".strip()] = \
+                lambda n=n, flags=flags: chargpt(flags, n, max(1, cores // n), args.iters, args.warmup)
     if args.nanogpt:
         runners["nanoGPT train.py (eager)"] = lambda: nanogpt(args.nanogpt, args.corpus, args.iters, args.warmup)
     if args.mingpt:
@@ -163,19 +172,23 @@ def main():
     for _ in range(args.rounds):
         for name, run in runners.items():
             results[name].append(run())
-    config = results[next(iter(results))][0][2]  # this project's run: the model, device and dtype of every row
+    config = results[next(iter(results))][0][2]  # the first row's run: the model and device of every row
     flops, tokens = flops_per_iter(config)
-    device, dtype = config["device"], config["dtype"]
-    peak = matmul_peak_flops(device, getattr(torch, dtype))  # all the cores, as each run uses them
-    print(f"{'program, processes x threads':>30} | {'ms/iter':>8} | {'tokens/s':>8} | {'GFLOP/s':>8} | {'MFU':>6} | "
-          f"{'peak RSS MiB':>12}")
+    device = config["device"]
+    dtypes = {name: runs[0][2]["dtype"] if len(runs[0]) > 2 else "float32" for name, runs in results.items()}
+    peaks = {dtype: matmul_peak_flops(device, getattr(torch, dtype)) for dtype in set(dtypes.values())}
+    width = max(30, *map(len, results))
+    print(f"{'program, processes x threads':>{width}} | {'dtype':>8} | {'ms/iter':>8} | {'tokens/s':>8} | "
+          f"{'GFLOP/s':>8} | {'MFU':>6} | {'peak RSS MiB':>12}")
     for name, runs in results.items():
         ms = statistics.median(r[0] for r in runs)
         achieved = flops / (ms / 1000)
-        print(f"{name:>30} | {ms:>8.0f} | {tokens / (ms / 1000):>8.0f} | {achieved / 1e9:>8.1f} | "
-              f"{achieved / peak:>6.1%} | {max(r[1] for r in runs):>12.0f}", flush=True)
-    print(f"matmul peak on {device} in {dtype}: {peak / 1e9:.0f} GFLOP/s; FLOPs per iteration "
-          f"{flops / 1e9:.0f} G (mingpt.model.GPT.flops_per_token) for every row")
+        print(f"{name:>{width}} | {dtypes[name]:>8} | {ms:>8.0f} | {tokens / (ms / 1000):>8.0f} | "
+              f"{achieved / 1e9:>8.1f} | {achieved / peaks[dtypes[name]]:>6.1%} | {max(r[1] for r in runs):>12.0f}",
+              flush=True)
+    for dtype, peak in peaks.items():
+        print(f"matmul peak on {device} in {dtype}: {peak / 1e9:.0f} GFLOP/s")
+    print(f"FLOPs per iteration {flops / 1e9:.0f} G (mingpt.model.GPT.flops_per_token) for every row")
     for n in args.processes:
         if n > 1 and device == "cpu":
             print(f"all-reduce of the {config['params'] * 4 / 1e6:.1f} MB of fp32 gradients among {n} processes "

@@ -33,14 +33,16 @@ def made_up_text(n_chars=6000, seed=0):
 
 
 def tiny_config(text_file, work_dir, *flags):
-    """A tiny run's config, on the CPU (tests compare with CPU tensors) unless a flag names another device."""
+    """A tiny run's config, on the CPU (tests compare with CPU tensors) in fp32 (auto would be bf16 on CPUs with
+    native bf16, and the tests' tolerances are fp32's) unless a flag says otherwise."""
     config = get_config()
     config.merge_from_args([
         f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", "--system.wandb=disabled",
         "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4", "--model.n_kv_head=2",
         "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.max_iters=8", "--trainer.eval_interval=4",
         "--trainer.eval_iters=2", "--trainer.log_interval=4", "--trainer.sample_interval=4",
-        "--trainer.checkpoint_interval=4", "--trainer.warmup_iters=2", "--trainer.device=cpu", *flags])
+        "--trainer.checkpoint_interval=4", "--trainer.warmup_iters=2", "--trainer.device=cpu",
+        "--trainer.dtype=float32", *flags])
     return config
 
 

@@ -22,8 +22,10 @@ TINY = ["--system.wandb=disabled", "--data.block_size=16", "--model.n_layer=2", 
         "--model.n_kv_head=2", "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.eval_iters=2",
         "--trainer.warmup_iters=2", "--trainer.lr_decay_iters=20", "--trainer.log_interval=1",
         "--trainer.eval_interval=5", "--trainer.sample_interval=0", "--trainer.device=cpu",
-        "--model.embd_pdrop=0", "--model.resid_pdrop=0", "--model.attn_pdrop=0", "--system.num_threads=1"]
-TOLERANCE = 1e-5  # float reduction order: a mean of two half-batch means is not bit-equal to one mean
+        "--model.embd_pdrop=0", "--model.resid_pdrop=0", "--model.attn_pdrop=0", "--system.num_threads=1",
+        "--trainer.dtype=float32"]
+TOLERANCE = 1e-5  # fp32's reduction order: a mean of two half-batch means is not bit-equal to one mean (and auto
+# would be bf16 on a CPU with native bf16, whose 8-bit mantissa is no ground for 1e-5)
 
 
 def torchrun(*args, nproc=2, cwd=ROOT, timeout=300):

@@ -26,20 +26,49 @@ def test_loss_falls(text_file, tmp_path):
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:5]) / 5
 
 
+def cpu_flags():
+    """The CPU's feature flags as the kernel lists them (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line for line in f if line.startswith("flags")), ":").split(":")[1].split())
+    except OSError:
+        return set()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_on_device_samples_on_cpu(text_file, tmp_path, device, capsys):
-    """Train on each device (bf16 autocast where auto picks it: CUDA), the loss falls, and the model.pt it saves
-    samples on the CPU."""
-    trainer = train(tiny_config(text_file, tmp_path / "run", f"--trainer.device={device}", "--trainer.max_iters=30",
-                                "--trainer.eval_interval=0", "--trainer.sample_interval=0",
+    """Train on each device with dtype=auto: bf16 autocast where the hardware has native bf16 (CUDA; a CPU whose
+    flags include AMX tiles or AVX512-BF16), fp32 elsewhere; the loss falls, and the model.pt it saves samples
+    on the CPU."""
+    trainer = train(tiny_config(text_file, tmp_path / "run", f"--trainer.device={device}", "--trainer.dtype=auto",
+                                "--trainer.max_iters=30", "--trainer.eval_interval=0", "--trainer.sample_interval=0",
                                 "--trainer.learning_rate=3e-3"))
     losses = trainer.logs["train_losses"]
-    assert trainer.dtype_name == ("bfloat16" if device == "cuda" else "float32")
+    native = device == "cuda" or bool(cpu_flags() & {"amx_tile", "avx512_bf16"})
+    assert trainer.dtype_name == ("bfloat16" if native else "float32")
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     capsys.readouterr()
     sample(tiny_config(text_file, tmp_path / "run", "--sample.only=True", "--sample.max_new_tokens=20",
                        "--sample.prompt=the king"))
     assert capsys.readouterr().out.startswith("the king")
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, dtype, expected", [
+    (True, False, "auto", "bfloat16"), (False, True, "auto", "bfloat16"), (False, False, "auto", "float32"),
+    (True, True, "float32", "float32"), (False, False, "bfloat16", "bfloat16")])
+def test_auto_dtype_on_cpu_follows_native_bf16(text_file, tmp_path, monkeypatch, amx, avx512_bf16, dtype, expected):
+    """auto is bf16 autocast on a CPU exactly when torch reports AMX tiles or AVX512-BF16; an explicit dtype wins.
+    The training step then runs its matmuls in that dtype."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    trainer = train(tiny_config(text_file, tmp_path / "run", f"--trainer.dtype={dtype}", "--trainer.max_iters=1",
+                                "--trainer.eval_interval=0", "--trainer.sample_interval=0"))
+    assert trainer.dtype_name == expected
+    with trainer.autocast():
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == getattr(torch, expected)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dtype"] == expected
 
 
 def test_run_files_and_checkpoint_round_trip(text_file, tmp_path):

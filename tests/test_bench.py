@@ -1,0 +1,38 @@
+"""scripts/bench_train.py on a tiny model: one row per variant, each in its own dtype, and figures that agree with
+each other (tokens/s is batch x block over the seconds per iteration)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT, checkout_env
+
+pytestmark = pytest.mark.slow  # it trains through chargpt.py in subprocesses
+
+
+def test_bench_train_rows_per_variant(text_file):
+    tiny = [f"--data.input_file={text_file}", "--data.block_size=16", "--model.n_layer=1", "--model.n_embd=32",
+            "--model.n_query_head=2", "--model.n_kv_head=2", "--trainer.batch_size=4", "--trainer.device=cpu"]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_train.py"), "--iters=2", "--warmup=1",
+                           "--variant=--trainer.dtype=float32 --trainer.probe_attention=False", "--", *tiny],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=checkout_env(),
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 7 and cells[0].startswith("chargpt"):
+            rows[cells[0]] = cells[1:]
+    base = f"chargpt 1 x {os.cpu_count()}"
+    variant = f"{base} --trainer.dtype=float32 --trainer.probe_attention=False"
+    assert set(rows) == {base, variant}
+    for dtype, ms, tokens_per_s, gflops, mfu, rss in rows.values():
+        assert dtype in ("float32", "bfloat16")
+        # ms/iter is printed rounded to a whole ms
+        assert float(tokens_per_s) == pytest.approx(4 * 16 / (float(ms) / 1000), rel=0.6 / float(ms) + 0.01)
+        assert float(rss) > 50 and float(mfu.rstrip("%")) > 0
+    assert rows[variant][0] == "float32"
+    assert re.search(r"matmul peak on cpu in float32: \d+ GFLOP/s", proc.stdout)
