@@ -12,10 +12,13 @@ and what each does are in mingpt/run.py's get_config and the get_default_config 
 """
 
 import sys
+import time
 
 from mingpt.distributed import Processes, quiet_unless
 from mingpt.run import get_config, help_text, sample, train
 from mingpt.utils import UserError
+
+RANK0_GRACE_S = 5
 
 
 def main(argv):
@@ -23,7 +26,8 @@ def main(argv):
     if any(a in ("-h", "--help") for a in argv):
         print(help_text(config))
         return 0
-    with quiet_unless(Processes().main):  # under torchrun, rank 0 alone prints
+    main_process = Processes().main
+    with quiet_unless(main_process):  # under torchrun, rank 0 alone prints
         try:
             config.merge_from_args(argv)
             if config.sample.only:
@@ -32,6 +36,10 @@ def main(argv):
                 train(config)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
+            if not main_process:
+                # torchrun stops every process once one exits: give rank 0, which fails the same checks, the time
+                # to print why before this silent one exits
+                time.sleep(RANK0_GRACE_S)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -61,7 +61,7 @@ def pick_device(name):
 
 def native_bf16(device_type):
     """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
-    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and slower than fp32 (some 30x on
+    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and slower than fp32 (some 20x on
     an AVX2-only CPU)."""
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported()

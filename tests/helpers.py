@@ -6,6 +6,7 @@ pytest's pythonpath). The `text_file` fixture is in conftest.py.
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -92,9 +93,7 @@ def wandb_runs(folder):
     def key(item):
         return item.key or "/".join(item.nested_key)
 
-    runs = []
-    for path in sorted(glob.glob(os.path.join(folder, "**", "offline-run-*", "*.wandb"), recursive=True),
-                       key=os.path.getmtime):
+    def read(path):
         with open(path, "rb") as f:
             data = f.read()
         assert data[:4] == b":W&B", path
@@ -126,5 +125,15 @@ def wandb_runs(folder):
                 run["metrics"][record.metric.name] = record.metric
             elif which == "exit":
                 run["exit_code"] = record.exit.exit_code
+        return run
+
+    runs = []
+    for path in sorted(glob.glob(os.path.join(folder, "**", "offline-run-*", "*.wandb"), recursive=True),
+                       key=os.path.getmtime):
+        # wandb's service process writes the file: on a loaded machine its last records may land a moment after
+        # finish() returns, so read until the exit record is there (a run that never ended is read as it is)
+        deadline = time.monotonic() + 20
+        while (run := read(path))["exit_code"] is None and time.monotonic() < deadline:
+            time.sleep(0.5)
         runs.append(run)
     return runs
