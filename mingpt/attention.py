@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 
-from mingpt.dropout import drop_rate, dropped
+from mingpt.dropout import dropped, kept_scale
 
 
 def attention_mask(T_q, T_k, window=0, device=None):
@@ -55,7 +55,7 @@ def attention_dropout(att, v, p):
     """dropout(att, p) @ v with the mask from `dropped`: the kept weights' 1 / (1 - p) is applied to the smaller
     product (..., T_q, hd) rather than to att (..., T_q, T_k)."""
     y = att.masked_fill(dropped(att.shape, p, att.device), 0.0) @ v
-    return y * (1 / (1 - drop_rate(p)))
+    return y * kept_scale(p)
 
 
 def naive_attention(q, k, v, window=0, dropout_p=0.0):

@@ -16,15 +16,16 @@ from torch import nn
 DROP_LEVELS = 2 ** 15  # a dropout draw is a 15-bit number: p is rounded to a multiple of 1/32768
 
 
-def drop_rate(p):
-    """The probability with which `dropped` drops: p rounded to a multiple of 1 / DROP_LEVELS."""
-    return round(p * DROP_LEVELS) / DROP_LEVELS
+def kept_scale(p):
+    """What dropout multiplies the kept elements by, 1 / (1 - rate), for the rate at which `dropped` drops: p
+    rounded to a multiple of 1 / DROP_LEVELS."""
+    return 1 / (1 - round(p * DROP_LEVELS) / DROP_LEVELS)
 
 
 def dropped(shape, p, device=None):
-    """A bool mask of `shape`, True (drop) for each element independently with probability drop_rate(p).
-    torch's generator fills a quarter as many int64s (63 random bits each); each of their 16-bit quarters, its top
-    bit cleared, is one uniform draw in [0, 2^15)."""
+    """A bool mask of `shape`, True (drop) for each element independently with probability p rounded to a
+    multiple of 1 / DROP_LEVELS. torch's generator fills a quarter as many int64s (63 random bits each); each of
+    their 16-bit quarters, its top bit cleared, is one uniform draw in [0, 2^15)."""
     n = math.prod(shape)
     words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_().view(torch.int16)[:n]
     return ((words & (DROP_LEVELS - 1)) < round(p * DROP_LEVELS)).view(shape)
@@ -39,5 +40,5 @@ class Dropout(nn.Dropout):
             return x  # evaluation and decoding: no call into torch at all, 13 of them per decoded token
         if x.device.type != "cpu":
             return super().forward(x)
-        scale = x.new_tensor(1 / (1 - drop_rate(self.p)))  # x's dtype, so bf16 stays bf16
+        scale = x.new_tensor(kept_scale(self.p))  # x's dtype, so bf16 stays bf16
         return x * torch.where(dropped(x.shape, self.p), 0.0, scale)

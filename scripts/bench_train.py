@@ -37,11 +37,13 @@ import torch
 
 from mingpt.bench import matmul_peak_flops
 from mingpt.model import GPT
-from mingpt.utils import machine_info
+from mingpt.run import get_config
+from mingpt.utils import UserError, machine_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
 GPT_MINI = dict(n_layer=6, n_head=6, n_embd=192, block_size=128, batch_size=64, dropout=0.1)
+PEER_RUN = {"dtype": "float32"}  # what nanoGPT and minGPT train in here, in the form of chargpt's config.json
 
 
 def launcher(processes):
@@ -79,8 +81,8 @@ def chargpt(flags, processes, threads, iters, warmup):
 
 
 def nanogpt(folder, corpus, iters, warmup):
-    """(median ms/iter, peak RSS MiB) of nanoGPT's train.py on gpt-mini, eager fp32 on the CPU. Its character
-    data is prepared once, by its own prepare.py, from our corpus."""
+    """(median ms/iter, peak RSS MiB, PEER_RUN) of nanoGPT's train.py on gpt-mini, eager fp32 on the CPU. Its
+    character data is prepared once, by its own prepare.py, from our corpus."""
     data = os.path.join(folder, "data", "shakespeare_char")
     if not os.path.exists(os.path.join(data, "train.bin")):
         shutil.copyfile(corpus, os.path.join(data, "input.txt"))
@@ -91,12 +93,12 @@ def nanogpt(folder, corpus, iters, warmup):
             "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", f"--out_dir={out_dir}"]
         out, rss = run_measured([sys.executable, "train.py", "config/train_shakespeare_char.py", *flags], cwd=folder)
     times = {int(it): float(ms) for it, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", out)}
-    return statistics.median(ms for it, ms in times.items() if it >= warmup), rss
+    return statistics.median(ms for it, ms in times.items() if it >= warmup), rss, PEER_RUN
 
 
 def mingpt(folder, corpus, iters, warmup):
-    """(median ms/iter, peak RSS MiB) of minGPT's projects/chargpt (gpt-mini, its defaults: batch 64, block 128,
-    dropout 0.1, 4 DataLoader workers), which prints its iteration time every 10 iterations."""
+    """(median ms/iter, peak RSS MiB, PEER_RUN) of minGPT's projects/chargpt (gpt-mini, its defaults: batch 64,
+    block 128, dropout 0.1, 4 DataLoader workers), which prints its iteration time every 10 iterations."""
     tens = max(1, iters // 3)  # readings at iterations 10, 20, ... past the warm-up
     with tempfile.TemporaryDirectory() as cwd:
         os.symlink(os.path.abspath(corpus), os.path.join(cwd, "input.txt"))  # it reads input.txt where it runs
@@ -104,7 +106,7 @@ def mingpt(folder, corpus, iters, warmup):
                                  f"--trainer.max_iters={10 * tens + 1}"],  # it writes ./out/chargpt
                                 cwd=cwd, env={"PYTHONPATH": os.path.abspath(folder)})  # its mingpt, not ours
     times = [float(ms) for ms, it in re.findall(r"iter_dt ([\d.]+)ms; iter (\d+)", out) if int(it) >= 10]
-    return statistics.median(times), rss
+    return statistics.median(times), rss, PEER_RUN
 
 
 def all_reduce_ms(processes, threads, n_floats, repeats=20):
@@ -131,6 +133,17 @@ def time_all_reduce(n_floats, repeats):
     torch.distributed.destroy_process_group()
 
 
+def check_flags(flags):
+    """A row's chargpt flags, checked as chargpt checks them before anything runs: one line and exit 2 if bad."""
+    config = get_config()
+    try:
+        config.merge_from_args(flags)
+        config.validate()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def flops_per_iter(config):
     C = GPT.get_default_config()
     C.merge_from_dict(config["model"])
@@ -155,19 +168,21 @@ def main():
     if args.all_reduce:
         return time_all_reduce(args.all_reduce, args.iters)
     cores = os.cpu_count()
-    print(machine_info())
-    print(f"chargpt.py {' '.join(args.flags) or '(defaults)'}; median of iterations {args.warmup + 1}-"
-          f"{args.warmup + args.iters}, {args.rounds} round(s)")
     runners = {}
     for extra in ["", *args.variant]:
+        flags = [*args.flags, *shlex.split(extra)]
+        check_flags(flags)
         for n in args.processes:
-            flags = [*args.flags, *shlex.split(extra)]
-            runners[f"chargpt {n} x {max(1, cores // n)} {extra}".strip()] = \
-                lambda n=n, flags=flags: chargpt(flags, n, max(1, cores // n), args.iters, args.warmup)
+            threads = max(1, cores // n)
+            runners[f"chargpt {n} x {threads} {extra}".strip()] = \
+                lambda n=n, threads=threads, flags=flags: chargpt(flags, n, threads, args.iters, args.warmup)
     if args.nanogpt:
         runners["nanoGPT train.py (eager)"] = lambda: nanogpt(args.nanogpt, args.corpus, args.iters, args.warmup)
     if args.mingpt:
         runners["minGPT chargpt"] = lambda: mingpt(args.mingpt, args.corpus, args.iters, args.warmup)
+    print(machine_info())
+    print(f"chargpt.py {' '.join(args.flags) or '(defaults)'}; median of iterations {args.warmup + 1}-"
+          f"{args.warmup + args.iters}, {args.rounds} round(s)")
     results = {name: [] for name in runners}
     for _ in range(args.rounds):
         for name, run in runners.items():
@@ -175,7 +190,7 @@ def main():
     config = results[next(iter(results))][0][2]  # the first row's run: the model and device of every row
     flops, tokens = flops_per_iter(config)
     device = config["device"]
-    dtypes = {name: runs[0][2]["dtype"] if len(runs[0]) > 2 else "float32" for name, runs in results.items()}
+    dtypes = {name: runs[0][2]["dtype"] for name, runs in results.items()}
     peaks = {dtype: matmul_peak_flops(device, getattr(torch, dtype)) for dtype in set(dtypes.values())}
     width = max(30, *map(len, results))
     print(f"{'program, processes x threads':>{width}} | {'dtype':>8} | {'ms/iter':>8} | {'tokens/s':>8} | "

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import ROOT, checkout_env
+from helpers import ROOT, assert_one_line_error, checkout_env
 
 pytestmark = pytest.mark.slow  # it trains through chargpt.py in subprocesses
 
@@ -36,3 +36,12 @@ def test_bench_train_rows_per_variant(text_file):
         assert float(rss) > 50 and float(mfu.rstrip("%")) > 0
     assert rows[variant][0] == "float32"
     assert re.search(r"matmul peak on cpu in float32: \d+ GFLOP/s", proc.stdout)
+
+
+def test_bench_train_bad_variant_is_one_line():
+    """A variant's flags are checked like chargpt's before anything runs: one line, exit 2, nothing measured."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_train.py"),
+                           "--variant=--trainer.dtype=float16"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=checkout_env(), stdin=subprocess.DEVNULL)
+    assert_one_line_error(proc, "--trainer.dtype=float16")
+    assert proc.stdout == ""
