@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention, profile_peak_memory
 from mingpt.model import GPT
-from mingpt.trainer import pick_device
+from mingpt.trainer import native_bf16, pick_device
 
 
 def best_device():
@@ -60,8 +60,13 @@ def peak_memory_bytes(step, device="cpu"):
 
 def matmul_peak_flops(device="cpu", dtype=torch.float32, repeats=5):
     """FLOP/s of a square matmul on `device` in `dtype`, the median of `repeats` after a warm-up: the peak that
-    MFU is measured against (n = 1024 on a CPU, 4096 on a GPU, large enough to keep either busy)."""
-    n = 4096 if torch.device(device).type == "cuda" else 1024
+    MFU is measured against. n = 4096 on a GPU and 1024 on a CPU, except 2048 for bf16 on a CPU with native bf16,
+    where AMX's packing of the operands still takes half the time at 1024 (~1,100 against ~1,950 GFLOP/s on a
+    2-core Xeon); an emulated bf16 matmul stays at 1024, which already takes seconds."""
+    if torch.device(device).type == "cuda":
+        n = 4096
+    else:
+        n = 2048 if dtype != torch.float32 and native_bf16("cpu") else 1024
     gen = torch.Generator(device).manual_seed(0)  # its own: a training run's RNG stream stays untouched
     a, b = (torch.randn(n, n, device=device, generator=gen).to(dtype) for _ in range(2))
 

@@ -104,7 +104,7 @@ def mingpt(folder, corpus, iters, warmup):
         os.symlink(os.path.abspath(corpus), os.path.join(cwd, "input.txt"))  # it reads input.txt where it runs
         out, rss = run_measured([sys.executable, os.path.join(folder, "projects", "chargpt", "chargpt.py"),
                                  f"--trainer.max_iters={10 * tens + 1}"],  # it writes ./out/chargpt
-                                cwd=cwd, env={"PYTHONPATH": os.path.abspath(folder)})  # its mingpt, not ours
+                                cwd=cwd, env={"PYTHONPATH": folder})  # its mingpt, not ours
     times = [float(ms) for ms, it in re.findall(r"iter_dt ([\d.]+)ms; iter (\d+)", out) if int(it) >= 10]
     return statistics.median(times), rss, PEER_RUN
 
@@ -144,6 +144,16 @@ def check_flags(flags):
         sys.exit(2)
 
 
+def check_checkout(folder, script, name):
+    """The absolute path of a peer's checkout that has `script`; one line and exit 2 if it has not."""
+    folder = os.path.abspath(folder)
+    if not os.path.isfile(os.path.join(folder, script)):
+        print(f"error: {folder} has no {script}: pass a checkout of karpathy/{name} (git clone "
+              f"https://github.com/karpathy/{name})", file=sys.stderr)
+        sys.exit(2)
+    return folder
+
+
 def flops_per_iter(config):
     C = GPT.get_default_config()
     C.merge_from_dict(config["model"])
@@ -177,9 +187,12 @@ def main():
             runners[f"chargpt {n} x {threads} {extra}".strip()] = \
                 lambda n=n, threads=threads, flags=flags: chargpt(flags, n, threads, args.iters, args.warmup)
     if args.nanogpt:
-        runners["nanoGPT train.py (eager)"] = lambda: nanogpt(args.nanogpt, args.corpus, args.iters, args.warmup)
+        folder = check_checkout(args.nanogpt, "train.py", "nanoGPT")
+        runners["nanoGPT train.py (eager)"] = \
+            lambda folder=folder: nanogpt(folder, args.corpus, args.iters, args.warmup)
     if args.mingpt:
-        runners["minGPT chargpt"] = lambda: mingpt(args.mingpt, args.corpus, args.iters, args.warmup)
+        folder = check_checkout(args.mingpt, os.path.join("projects", "chargpt", "chargpt.py"), "minGPT")
+        runners["minGPT chargpt"] = lambda folder=folder: mingpt(folder, args.corpus, args.iters, args.warmup)
     print(machine_info())
     print(f"chargpt.py {' '.join(args.flags) or '(defaults)'}; median of iterations {args.warmup + 1}-"
           f"{args.warmup + args.iters}, {args.rounds} round(s)")

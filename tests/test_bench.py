@@ -45,3 +45,13 @@ def test_bench_train_bad_variant_is_one_line():
                           timeout=120, env=checkout_env(), stdin=subprocess.DEVNULL)
     assert_one_line_error(proc, "--trainer.dtype=float16")
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("peer, script", [("--nanogpt", "train.py"), ("--mingpt", "chargpt.py")])
+def test_bench_train_peer_without_its_script_is_one_line(tmp_path, peer, script):
+    """A --nanogpt / --mingpt folder that is not such a checkout is named before anything runs."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_train.py"), peer, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=checkout_env(),
+                          stdin=subprocess.DEVNULL)
+    assert_one_line_error(proc, str(tmp_path), script)
+    assert proc.stdout == ""

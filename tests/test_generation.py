@@ -111,6 +111,29 @@ def test_top_p_keeps_smallest_set(p):
     assert drawn == nucleus_support(probs, p)
 
 
+@pytest.mark.parametrize("sampling", [dict(), dict(top_k=3), dict(top_p=0.9), dict(top_k=3, top_p=0.7),
+                                      dict(temperature=0.5)])
+def test_sampling_draws_the_filtered_softmax(sampling):
+    """Each token's frequency over many draws matches its probability under the reference filter: softmax of
+    logits / temperature, restricted to the k most likely and then to the nucleus, renormalised."""
+    probs = torch.tensor([0.05, 0.4, 0.1, 0.25, 0.2])
+    temperature = sampling.get("temperature", 1.0)
+    p = probs ** (1 / temperature)
+    p = p / p.sum()
+    kept = sorted(range(len(p)), key=lambda i: -p[i])[:sampling.get("top_k", len(p))]
+    if "top_p" in sampling:  # the nucleus of what top-k kept, renormalised
+        in_top_k = [p[i].item() / p[kept].sum().item() if i in kept else 0.0 for i in range(len(p))]
+        kept = sorted(nucleus_support(in_top_k, sampling["top_p"]))
+    n = 40_000
+    drawn = sample_next(probs.log().expand(n, -1), do_sample=True, generator=torch.Generator().manual_seed(0),
+                        **sampling).flatten()
+    expected = torch.zeros(len(p))
+    expected[kept] = p[kept] / p[kept].sum()
+    frequency = torch.bincount(drawn, minlength=len(p)) / n
+    # binomial standard error at n = 40,000 is at most 0.0025; 5 of them
+    assert (frequency - expected).abs().max() < 0.0125, (frequency, expected)
+
+
 def test_sampling_is_reproducible_and_checked():
     model = generation_model(rope=True, window=8)
     idx = torch.randint(11, (1, 3))
