@@ -36,6 +36,7 @@ import time
 import torch
 
 from mingpt.bench import matmul_peak_flops
+from mingpt.distributed import micro_batch_size
 from mingpt.model import GPT
 from mingpt.run import get_config
 from mingpt.utils import UserError, machine_info
@@ -133,12 +134,15 @@ def time_all_reduce(n_floats, repeats):
     torch.distributed.destroy_process_group()
 
 
-def check_flags(flags):
-    """A row's chargpt flags, checked as chargpt checks them before anything runs: one line and exit 2 if bad."""
+def check_flags(flags, process_counts):
+    """A row's chargpt flags, checked as chargpt checks them before anything runs, the batch split for every
+    process count included: one line and exit 2 if bad."""
     config = get_config()
     try:
         config.merge_from_args(flags)
         config.validate()
+        for n in process_counts:
+            micro_batch_size(config.trainer.batch_size, config.trainer.grad_accum_steps, n)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -181,7 +185,7 @@ def main():
     runners = {}
     for extra in ["", *args.variant]:
         flags = [*args.flags, *shlex.split(extra)]
-        check_flags(flags)
+        check_flags(flags, args.processes)
         for n in args.processes:
             threads = max(1, cores // n)
             runners[f"chargpt {n} x {threads} {extra}".strip()] = \

@@ -55,3 +55,12 @@ def test_bench_train_peer_without_its_script_is_one_line(tmp_path, peer, script)
                           stdin=subprocess.DEVNULL)
     assert_one_line_error(proc, str(tmp_path), script)
     assert proc.stdout == ""
+
+
+def test_bench_train_batch_that_does_not_split_is_one_line():
+    """The batch split is checked for every process count before the first row runs, not by torchrun mid-way."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_train.py"), "--processes", "1", "3",
+                           "--", "--trainer.batch_size=64"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=checkout_env(), stdin=subprocess.DEVNULL)
+    assert_one_line_error(proc, "--trainer.batch_size=64", "3 process(es)")
+    assert proc.stdout == ""
