@@ -29,13 +29,18 @@ def test_bench_train_rows_per_variant(text_file):
     base = f"chargpt 1 x {os.cpu_count()}"
     variant = f"{base} --trainer.dtype=float32 --trainer.probe_attention=False"
     assert set(rows) == {base, variant}
+    peaks = {dtype: float(gflops) for dtype, gflops in re.findall(r"matmul peak on cpu in (\w+): (\d+) GFLOP/s",
+                                                                  proc.stdout)}
     for dtype, ms, tokens_per_s, gflops, mfu, rss in rows.values():
         assert dtype in ("float32", "bfloat16")
         # ms/iter is printed rounded to a whole ms
         assert float(tokens_per_s) == pytest.approx(4 * 16 / (float(ms) / 1000), rel=0.6 / float(ms) + 0.01)
-        assert float(rss) > 50 and float(mfu.rstrip("%")) > 0
+        # MFU is the achieved rate over the peak of the row's own dtype; each figure is printed rounded (MFU to
+        # 0.1 percentage point, GFLOP/s to 0.1, the peak to 1), which the tolerance allows for
+        expected_mfu = 100 * float(gflops) / peaks[dtype]
+        assert float(mfu.rstrip("%")) == pytest.approx(expected_mfu, abs=0.05 + 5 / peaks[dtype], rel=0.01)
+        assert float(rss) > 50 and float(gflops) > 0
     assert rows[variant][0] == "float32"
-    assert re.search(r"matmul peak on cpu in float32: \d+ GFLOP/s", proc.stdout)
 
 
 def test_bench_train_bad_variant_is_one_line():
@@ -64,3 +69,15 @@ def test_bench_train_batch_that_does_not_split_is_one_line():
                           env=checkout_env(), stdin=subprocess.DEVNULL)
     assert_one_line_error(proc, "--trainer.batch_size=64", "3 process(es)")
     assert proc.stdout == ""
+
+
+def test_bench_probe_reports_both_halves():
+    """bench_probe times the default step with the probe on and off and prints the difference of the two."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_probe.py"), "--steps=2", "--warmup=1",
+                           "--dtype=float32"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=checkout_env(), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    on, off, cost = map(float, re.search(r"probe on (\d+) ms, probe off (\d+) ms: the probe costs ([-+]\d+) ms",
+                                         proc.stdout).groups())
+    assert on > 0 and off > 0 and abs(on - off - cost) <= 1  # each figure is rounded to a whole ms
+    assert "float32" in proc.stdout
