@@ -27,7 +27,7 @@ import torch
 from mingpt.bench import matmul_peak_flops
 from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.data import CharDataset, read_text
-from mingpt.distributed import Processes
+from mingpt.distributed import Processes, micro_batch_size
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.tokenizer import UNK, from_dict as tokenizer_from_dict
@@ -72,6 +72,21 @@ def get_config():
                  kind=float, check=Check("in (0, 1]", lambda v: 0 < v <= 1))
     C.sample.set("use_cache", True, "decode with the KV cache (False: recompute the context every step)")
     return C
+
+
+def config_from_flags(flags, process_counts=(1,)):
+    """For the scripts: the config that chargpt flags give, checked as chargpt checks them before anything runs,
+    the batch split for each process count included; on bad input, one line and exit 2."""
+    config = get_config()
+    try:
+        config.merge_from_args(flags)
+        config.validate()
+        for n in process_counts:
+            micro_batch_size(config.trainer.batch_size, config.trainer.grad_accum_steps, n)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return config
 
 
 def help_text(config):

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 
 import torch
@@ -150,6 +151,18 @@ def between(low, high, high_open=False):
     """low <= v <= high, or low <= v < high with high_open."""
     return Check(f"in [{low}, {high}{')' if high_open else ']'}",
                  lambda v: low <= v < high if high_open else low <= v <= high)
+
+
+def check_script_args(args, **checks):
+    """For the scripts: each named argparse value (or each value of a list) against its Check, e.g.
+    check_script_args(args, iters=at_least(1)); on a bad one, one line naming the option and exit 2."""
+    for name, check in checks.items():
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            problem = check(value)
+            if problem:
+                print(f"error: --{name.replace('_', '-')}={value} {problem}", file=sys.stderr)
+                sys.exit(2)
 
 
 def each(check):

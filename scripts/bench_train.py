@@ -36,10 +36,9 @@ import time
 import torch
 
 from mingpt.bench import matmul_peak_flops
-from mingpt.distributed import micro_batch_size
 from mingpt.model import GPT
-from mingpt.run import get_config
-from mingpt.utils import UserError, machine_info
+from mingpt.run import config_from_flags
+from mingpt.utils import at_least, check_script_args, machine_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
@@ -134,20 +133,6 @@ def time_all_reduce(n_floats, repeats):
     torch.distributed.destroy_process_group()
 
 
-def check_flags(flags, process_counts):
-    """A row's chargpt flags, checked as chargpt checks them before anything runs, the batch split for every
-    process count included: one line and exit 2 if bad."""
-    config = get_config()
-    try:
-        config.merge_from_args(flags)
-        config.validate()
-        for n in process_counts:
-            micro_batch_size(config.trainer.batch_size, config.trainer.grad_accum_steps, n)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 def check_checkout(folder, script, name):
     """The absolute path of a peer's checkout that has `script`; one line and exit 2 if it has not."""
     folder = os.path.abspath(folder)
@@ -179,13 +164,14 @@ def main():
     parser.add_argument("--all-reduce", type=int, default=0, help=argparse.SUPPRESS)  # all_reduce_ms's worker
     parser.add_argument("flags", nargs="*", help="chargpt flags, after --")
     args = parser.parse_args()
+    check_script_args(args, processes=at_least(1), iters=at_least(1), warmup=at_least(0), rounds=at_least(1))
     if args.all_reduce:
         return time_all_reduce(args.all_reduce, args.iters)
     cores = os.cpu_count()
     runners = {}
     for extra in ["", *args.variant]:
         flags = [*args.flags, *shlex.split(extra)]
-        check_flags(flags, args.processes)
+        config_from_flags(flags, args.processes)
         for n in args.processes:
             threads = max(1, cores // n)
             runners[f"chargpt {n} x {threads} {extra}".strip()] = \

@@ -74,10 +74,26 @@ def test_bench_train_batch_that_does_not_split_is_one_line():
 def test_bench_probe_reports_both_halves():
     """bench_probe times the default step with the probe on and off and prints the difference of the two."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_probe.py"), "--steps=2", "--warmup=1",
-                           "--dtype=float32"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           "--", "--trainer.dtype=float32"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=checkout_env(), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     on, off, cost = map(float, re.search(r"probe on (\d+) ms, probe off (\d+) ms: the probe costs ([-+]\d+) ms",
                                          proc.stdout).groups())
     assert on > 0 and off > 0 and abs(on - off - cost) <= 1  # each figure is rounded to a whole ms
     assert "float32" in proc.stdout
+
+
+@pytest.mark.parametrize("script, args, needle", [
+    ("bench_train.py", ["--processes", "1", "0"], "--processes=0"),
+    ("bench_train.py", ["--iters=0"], "--iters=0"),
+    ("bench_probe.py", ["--steps=1"], "--steps=1"),
+    ("bench_probe.py", ["--warmup=-1"], "--warmup=-1"),
+    ("bench_probe.py", ["--", "--trainer.dtype=float16"], "--trainer.dtype=float16"),
+    ("bench_probe.py", ["--", "--model.model_type=rnn"], "--model.model_type=rnn"),
+])
+def test_bench_bad_counts_and_flags_are_one_line(script, args, needle):
+    """Counts out of range and bad chargpt flags are named in one line before anything is measured."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=checkout_env(), stdin=subprocess.DEVNULL)
+    assert_one_line_error(proc, needle)
+    assert proc.stdout == ""
