@@ -28,6 +28,7 @@ class Processes:
         self.rank = int(environ.get("RANK", 0))
         self.local_rank = int(environ.get("LOCAL_RANK", 0))
         self.world_size = int(environ.get("WORLD_SIZE", 1))
+        self.local_world_size = int(environ.get("LOCAL_WORLD_SIZE", 1))  # processes on this machine
         self.device = None
 
     @property
@@ -35,8 +36,13 @@ class Processes:
         return self.rank == 0
 
     def device_for(self, device):
-        """The device this process trains on: under torchrun, CUDA means the GPU numbered by LOCAL_RANK."""
+        """The device this process trains on: under torchrun, CUDA means the GPU numbered by LOCAL_RANK. Every
+        process checks the GPU count, so that rank 0 says what is wrong before any process waits for the others."""
         if self.launched and torch.device(device).type == "cuda":
+            gpus = torch.cuda.device_count()
+            if self.local_world_size > gpus:
+                raise UserError(f"torchrun started {self.local_world_size} processes on this machine, which has "
+                                f"{gpus} GPU(s): one process per GPU; use --nproc_per_node={gpus} or fewer")
             return f"cuda:{self.local_rank}"
         return device
 
@@ -61,7 +67,11 @@ class Processes:
         """The module that training calls: DistributedDataParallel over `model` under torchrun, else `model`."""
         if not self.launched:
             return model
-        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # every buffer of these models is derived from the settings (rotary and sinusoidal tables, never saved):
+        # rank 0 alone samples, which grows its rotary tables, so broadcasting rank 0's buffers before each forward
+        # would send tensors of another size than the other ranks hold
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                       broadcast_buffers=False)
 
     def sum(self, values):
         """The element-wise sum of the list `values` over all processes (the list itself for one)."""

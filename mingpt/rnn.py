@@ -34,11 +34,13 @@ ACTIVATIONS = {"slide": slide, "tanh": torch.tanh}
 class ElmanRNN(nn.Module):
     """h_t = act(W_hh h_(t-1) + W_hx x_t + b_h), y_t = out_act(W_yh h_t + b_y).
 
-    forward(x, h0=None): x (B, T, input_size) -> y (B, T, output_size), h (B, T, hidden_size); h0 defaults to 0."""
+    forward(x, h0=None): x (B, T, input_size) -> y (B, T, output_size), h (B, T, hidden_size); h0 defaults to 0.
+    Without an output_size there is no output layer and y is None: the bidirectional model reads h alone, and a
+    parameter that gets no gradient would stop DistributedDataParallel."""
 
-    def __init__(self, input_size, hidden_size, output_size, activation="slide", output_activation=None):
+    def __init__(self, input_size, hidden_size, output_size=None, activation="slide", output_activation=None):
         super().__init__()
-        self.hidden_size = hidden_size
+        self.hidden_size, self.output_size = hidden_size, output_size
         self.activation = ACTIVATIONS[activation]
         self.output_activation = ACTIVATIONS.get(output_activation)
         scale = hidden_size ** -0.5
@@ -46,8 +48,9 @@ class ElmanRNN(nn.Module):
         self.W_hx = nn.Parameter(torch.randn(hidden_size, input_size) * input_size ** -0.5)
         # slide passes gradient only inside (0, 1): start the hidden units in the middle of that range
         self.b_h = nn.Parameter(torch.full((hidden_size,), 0.5 if activation == "slide" else 0.0))
-        self.W_yh = nn.Parameter(torch.randn(output_size, hidden_size) * scale)
-        self.b_y = nn.Parameter(torch.zeros(output_size))
+        if output_size is not None:
+            self.W_yh = nn.Parameter(torch.randn(output_size, hidden_size) * scale)
+            self.b_y = nn.Parameter(torch.zeros(output_size))
 
     def drive(self, x):
         """W_hx x_t + b_h for all steps at once: (B, T, input_size) -> (B, T, hidden_size)."""
@@ -66,6 +69,8 @@ class ElmanRNN(nn.Module):
             h = self.step(h, drive[:, t])
             hs.append(h)
         h = torch.stack(hs, dim=1)  # (B, T, hidden)
+        if self.output_size is None:
+            return None, h
         y = h @ self.W_yh.T + self.b_y
         return (y if self.output_activation is None else self.output_activation(y)), h
 
@@ -139,12 +144,16 @@ class RNNLM(RecurrentLM):
 class BiRNNLM(RecurrentLM):
     """The writeup's bidirectional RNN as a language model, in form (a) `invalid` or (b) `prefix` (see above)."""
 
+    # the two RNNs' output layers, which h_t = [f_t; g_t] never read, were parameters once: checkpoints of then
+    # hold them, and loading drops them
+    RETIRED_KEYS = ("forward_rnn.W_yh", "forward_rnn.b_y", "backward_rnn.W_yh", "backward_rnn.b_y")
+
     def __init__(self, config, form):
         super().__init__(config)
         self.form = form
         H = config.n_embd
-        self.forward_rnn = ElmanRNN(H, H, H, config.rnn_activation)
-        self.backward_rnn = ElmanRNN(H, H, H, config.rnn_activation)
+        self.forward_rnn = ElmanRNN(H, H, activation=config.rnn_activation)
+        self.backward_rnn = ElmanRNN(H, H, activation=config.rnn_activation)
         self.head = nn.Linear(2 * H, config.vocab_size)
 
     def representations(self, x):

@@ -160,3 +160,42 @@ def test_without_torchrun_nothing_distributed_starts(tmp_path, text_file):
     assert Processes({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}).device_for("cuda") == "cuda:1"
     train(tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=2"))
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_flags", [
+    ["--model.rope=True", "--model.window=8"],  # TINY's GQA too; rotary tables grow on rank 0 alone as it samples
+    ["--model.model_type=rnn"],
+    ["--model.model_type=birnn_invalid"],
+    ["--model.model_type=birnn_prefix"],
+], ids=["gpt", "rnn", "birnn_invalid", "birnn_prefix"])
+def test_every_model_type_trains_under_torchrun(tmp_path, text_file, model_flags):
+    """Two processes train each model type with rank 0 sampling past block_size between steps and evaluating."""
+    work_dir = tmp_path / "run"
+    proc = torchrun(f"--data.input_file={text_file}", *TINY, *model_flags, f"--system.work_dir={work_dir}",
+                    "--trainer.max_iters=4", "--trainer.sample_interval=2", "--trainer.eval_interval=2",
+                    "--sample.max_new_tokens=24", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert len(logs(work_dir)["train_losses"]) == 4
+    assert proc.stdout.count("--- iter") == 0 and proc.stdout.count("O God, O God!") == 2  # the samples of 2 and 4
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    processes = Processes({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
+    with pytest.raises(UserError, match=r"2 processes .* 1 GPU"):
+        processes.device_for("cuda")
+    assert processes.device_for("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("model_flags", [["--model.rope=True"], ["--model.pos_emb=sinusoidal"],
+                                         ["--model.model_type=rnn"], ["--model.model_type=birnn_prefix"]])
+def test_no_buffer_holds_state(tmp_path, text_file, model_flags):
+    """DistributedDataParallel does not broadcast buffers (Processes.wrap): that is right only while every buffer
+    is derived from the settings, which is what leaving it out of the state dict says."""
+    from helpers import tiny_config
+    from mingpt.run import build_model
+    config = tiny_config(text_file, tmp_path, *model_flags).model
+    config.vocab_size, config.block_size = 11, 16
+    model = build_model(config)
+    assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}

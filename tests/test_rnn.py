@@ -8,7 +8,7 @@ import torch
 
 from helpers import full_forward_greedy_matches, model_config, run_cli, tiny_config
 from mingpt.rnn import ElmanRNN
-from mingpt.run import build_model, train
+from mingpt.run import build_model, load_state_into, train
 
 
 # -----------------------------------------------------------------------------
@@ -107,3 +107,23 @@ def test_rnn_trains_with_the_same_trainer(text_file, tmp_path, activation):
                    "--sample.max_new_tokens=20")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("the")
+
+
+@pytest.mark.parametrize("model_type", ["gpt", "rnn", "birnn_invalid", "birnn_prefix"])
+def test_every_parameter_gets_a_gradient(model_type):
+    """DistributedDataParallel stops at the second step when a parameter gets no gradient."""
+    model = build_model(model_config(model_type=model_type, n_embd=16, n_query_head=4, n_kv_head=2))
+    idx = torch.randint(11, (2, 8))
+    model(idx, idx)[1].backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_birnn_checkpoint_with_the_output_layers_it_never_read_loads():
+    model = build_model(rnn_config("birnn_prefix"))
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    old = {**state, **{key: torch.zeros(16, 16) for key in ("forward_rnn.W_yh", "backward_rnn.W_yh")},
+           **{key: torch.zeros(16) for key in ("forward_rnn.b_y", "backward_rnn.b_y")}}
+    fresh = build_model(rnn_config("birnn_prefix"))
+    load_state_into(fresh, old, "old model.pt")
+    for key, value in state.items():
+        assert torch.equal(fresh.state_dict()[key], value)
