@@ -90,7 +90,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         # settings newer than the course's config fall back to plain causal multi-head attention when absent
         self.n_query_head = config.n_query_head
-        self.n_kv_head = getattr(config, "n_kv_head", config.n_query_head)
+        self.n_kv_head = kv_heads(config)
         self.head_dim = config.n_embd // config.n_query_head
         self.q_proj = nn.Linear(config.n_embd, config.n_embd)
         self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
@@ -159,7 +159,7 @@ class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
-        self.attn = GroupedQueryAttention(config) if config.n_kv_head < config.n_query_head \
+        self.attn = GroupedQueryAttention(config) if kv_heads(config) < config.n_query_head \
             else CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = nn.Sequential(OrderedDict(
@@ -181,12 +181,32 @@ MODEL_TYPES = ("gpt", "rnn", "birnn_invalid", "birnn_prefix")
 PROBABILITY = between(0, 1, high_open=True)
 
 
+def kv_heads(config):
+    """The key/value heads per block: n_kv_head, or when it is unset (or the config predates it) one per query
+    head, multi-head attention, as minGPT's n_head is all its users set."""
+    return getattr(config, "n_kv_head", None) or config.n_query_head
+
+
+# which settings each model type reads: a recurrent model has no attention, no residual branches and no positions
+# beyond its recurrence, the bidirectional ones one layer per direction; the GPT no recurrent activation
+def is_gpt(config):
+    return config.model_type == "gpt"
+
+
+def is_recurrent(config):
+    return config.model_type != "gpt"
+
+
+def stacks_layers(config):
+    return config.model_type in ("gpt", "rnn")
+
+
 def check_heads_and_positions(config):
-    """The model settings that must agree with each other: one line each, naming the flags and the fix."""
+    """The GPT's settings that must agree with each other: one line each, naming the flags and the fix."""
     if config.n_embd % config.n_query_head:
         raise UserError(f"--model.n_embd={config.n_embd} must be divisible by --model.n_query_head="
                         f"{config.n_query_head}")
-    if config.n_query_head % config.n_kv_head:
+    if config.n_kv_head is not None and config.n_query_head % config.n_kv_head:
         raise UserError(f"--model.n_query_head={config.n_query_head} must be a multiple of --model.n_kv_head="
                         f"{config.n_kv_head} (1 <= n_kv_head <= n_query_head)")
     if config.rope and config.pos_emb not in (None, "none"):
@@ -207,28 +227,30 @@ class GPT(nn.Module):
         C.set("model_type", "gpt", "the network: gpt, the Elman rnn, or the writeup's BiRNN models of "
               "question 1.2a (birnn_invalid) and 1.2b (birnn_prefix)",
               choices=MODEL_TYPES)
-        C.set("n_layer", 6, "number of transformer blocks", check=at_least(1))
-        C.set("n_query_head", 6, "attention (query) heads per block", check=at_least(1))
-        C.set("n_kv_head", 6, "key/value heads per block: = n_query_head is MHA, 1 is MQA, between is GQA",
-              check=at_least(1))
+        C.set("n_layer", 6, "number of transformer blocks (of rnn layers)", check=at_least(1), used=stacks_layers)
+        C.set("n_query_head", 6, "attention (query) heads per block", check=at_least(1), used=is_gpt)
+        C.set("n_kv_head", None, "key/value heads per block: = n_query_head (None) is MHA, 1 is MQA, between is "
+              "GQA", kind=int, check=at_least(1), used=is_gpt)
         C.set("n_embd", 192, "width of the residual stream", check=at_least(1))
         C.derive("vocab_size", "it is set from the data (the characters of --data.input_file)", check=at_least(1))
         C.derive("block_size", "it is set from the data; use --data.block_size", check=at_least(1))
         C.set("embd_pdrop", 0.1, "dropout on token (+position) embeddings", check=PROBABILITY)
-        C.set("resid_pdrop", 0.1, "dropout on each residual branch", check=PROBABILITY)
-        C.set("attn_pdrop", 0.1, "dropout on attention weights", check=PROBABILITY)
-        C.set("rope", False, "rotary position embeddings on queries and keys (then no position table)")
-        C.set("pos_emb", None, "absolute positions (None: learned, none with rope)", choices=POSITION_EMBEDDINGS)
+        C.set("resid_pdrop", 0.1, "dropout on each residual branch", check=PROBABILITY, used=is_gpt)
+        C.set("attn_pdrop", 0.1, "dropout on attention weights", check=PROBABILITY, used=is_gpt)
+        C.set("rope", False, "rotary position embeddings on queries and keys (then no position table)", used=is_gpt)
+        C.set("pos_emb", None, "absolute positions (None: learned, none with rope)", choices=POSITION_EMBEDDINGS,
+              used=is_gpt)
         C.set("window", 0, "sliding window w: token t sees t - w//2 .. t; 0 is full causal attention",
-              check=at_least(0))
+              check=at_least(0), used=is_gpt)
         C.set("attn_impl", "fast", "naive: the writeup's math, materialised scores; fast: fused / banded",
-              choices=tuple(IMPLEMENTATIONS))
+              choices=tuple(IMPLEMENTATIONS), used=is_gpt)
         C.set("gqa_scores", "per_head", "per_head: LLaMA's GQA; group_sum: the writeup's summed group scores",
-              choices=GQA_SCORES)
-        C.set("rnn_activation", "slide", "recurrent models' hidden activation", choices=("slide", "tanh"))
+              choices=GQA_SCORES, used=is_gpt)
+        C.set("rnn_activation", "slide", "recurrent models' hidden activation", choices=("slide", "tanh"),
+              used=is_recurrent)
         C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed",
               kind=str, check=NOT_EMPTY)
-        C.rule(check_heads_and_positions)
+        C.rule(check_heads_and_positions, when=is_gpt)
         return C
 
     def __init__(self, config):

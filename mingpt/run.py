@@ -28,7 +28,7 @@ from mingpt.bench import matmul_peak_flops
 from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.data import CharDataset, read_text
 from mingpt.distributed import Processes, micro_batch_size
-from mingpt.model import GPT
+from mingpt.model import GPT, kv_heads
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.tokenizer import UNK, from_dict as tokenizer_from_dict
 from mingpt.trainer import Trainer, pick_device
@@ -301,9 +301,9 @@ def reconcile_resume(config, state, ckpt_path):
     min_lr instead of moving the learning rate. Returns {setting: (saved, now)} for the optimizer settings that
     this command changes (they apply from the resume point on)."""
     saved = state["config"]
-    saved_model = state["model_config"]
-    if saved_model != config.model.to_dict():
-        diff = [k for k, v in config.model.to_dict().items() if saved_model.get(k) != v]
+    saved_model, model = (dict(d, n_kv_head=kv_heads(CN(**d))) for d in (state["model_config"], config.model.to_dict()))
+    if saved_model != model:
+        diff = [k for k, v in model.items() if saved_model.get(k) != v]
         raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {config.system.work_dir}; "
                         f"resume with its flags")
     at, until = state["iter_num"], config.trainer.max_iters
@@ -351,6 +351,7 @@ def resolved_config(config, model, trainer):
     resolved = config.to_dict()
     if hasattr(model, "pos_emb"):
         resolved["model"]["pos_emb"] = model.pos_emb
+        resolved["model"]["n_kv_head"] = model.attention_modules()[0].n_kv_head
     resolved["trainer"].update(device=trainer.device, dtype=trainer.dtype_name)
     resolved["system"]["num_threads"] = torch.get_num_threads()
     return {**resolved, "params": model.num_params(), "device": trainer.device, "dtype": trainer.dtype_name,
@@ -459,6 +460,10 @@ def train(config):
     """Train as `config` says and return the trainer (whose model and logs hold the results). Every setting,
     the data, the work_dir and any checkpoint are checked before the first file is written."""
     config.validate()
+    ignored = config.ignored()
+    if ignored:
+        print(f"warning: --model.model_type={config.model.model_type} does not use {', '.join(ignored)}; ignoring "
+              f"{'it' if len(ignored) == 1 else 'them'}", file=sys.stderr)
     work_dir = config.system.work_dir
     check_writable_folder(work_dir, "--system.work_dir")
     folder = config.model.pretrained_folder

@@ -175,10 +175,12 @@ NOT_EMPTY = Check("a non-empty string", lambda v: v != "")
 
 
 class Setting:
-    """What one setting may hold: its type, whether None is allowed, its choices and its check."""
+    """What one setting may hold: its type, whether None is allowed, its choices and its check; its default, and
+    `used`, whether the node's other settings make the program read it (None: always)."""
 
-    def __init__(self, kind, nullable, choices, check):
+    def __init__(self, kind, nullable, choices, check, default=None, used=None):
         self.kind, self.nullable, self.choices, self.check = kind, nullable, choices, check
+        self.default, self.used = default, used
 
     def describe(self):
         """The range or choices for --help, e.g. 'cosine | constant' or '>= 1'."""
@@ -232,16 +234,18 @@ class CfgNode:
         self.__dict__["_rules"] = []
         self.__dict__.update(kwargs)
 
-    def set(self, key, default, doc, *, kind=None, choices=None, check=None, nullable=None):
+    def set(self, key, default, doc, *, kind=None, choices=None, check=None, nullable=None, used=None):
         """Declare a setting. kind: its type (default: the default's type; give it when the default is None);
         choices: the values it may take; check: a Check its values must pass; nullable: whether None is allowed
-        (default: when the default is None)."""
+        (default: when the default is None); used: node -> whether the program reads the setting with the node's
+        other values (default: always), for `ignored`."""
         kind = kind or (type(default) if default is not None else type(choices[0]) if choices else None)
         if kind is None:
             raise TypeError(f"setting {key}: give kind= when the default is None")
         setattr(self, key, default)
         self._doc[key] = doc
-        self._spec[key] = Setting(kind, default is None if nullable is None else nullable, choices, check)
+        self._spec[key] = Setting(kind, default is None if nullable is None else nullable, choices, check, default,
+                                  used)
         return self
 
     def derive(self, key, why, kind=int, check=None):
@@ -250,11 +254,24 @@ class CfgNode:
         self._derived[key] = why
         return self
 
-    def rule(self, check):
+    def rule(self, check, when=None):
         """A check across this node's settings, run by `validate` after each setting passed its own:
-        check(node) raises UserError naming the flags and the fix."""
-        self._rules.append(check)
+        check(node) raises UserError naming the flags and the fix. when: node -> whether the settings it checks are
+        used (default: always); the rule is skipped where they are not."""
+        self._rules.append((check, when))
         return self
+
+    def ignored(self, prefix=""):
+        """The flags (--node.key) of this node and those below that hold a value other than their default while
+        their `used` says the program does not read them."""
+        flags = []
+        for key, value in self.items():
+            spec = self._spec.get(key)
+            if isinstance(value, CfgNode):
+                flags += value.ignored(f"{prefix}{key}.")
+            elif spec and spec.used and value != spec.default and not spec.used(self):
+                flags.append(f"--{prefix}{key}")
+        return flags
 
     def items(self):
         return [(k, v) for k, v in self.__dict__.items() if not k.startswith("_")]
@@ -299,8 +316,9 @@ class CfgNode:
             problem = spec.check(value) if spec.check else None
             if problem:
                 raise UserError(f"{flag}={_shown(value)} {problem}")
-        for check in self._rules:
-            check(self)
+        for check, when in self._rules:
+            if when is None or when(self):
+                check(self)
         for key, value in self.items():
             if isinstance(value, CfgNode):
                 value.validate(f"{prefix}{key}.")

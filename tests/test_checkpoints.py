@@ -155,3 +155,11 @@ def test_stale_temporary_files_are_removed_at_start(trained, tmp_path):
     (copy / "notes.tmp").write_text("the user's own file")
     train(tiny_config(text_file, copy, "--trainer.resume=True", "--trainer.max_iters=10"))
     assert sorted(p for p in os.listdir(copy) if p.endswith(".tmp")) == ["notes.tmp"]
+
+
+def test_resume_of_a_run_that_spelled_out_multi_head_attention(tmp_path, text_file):
+    """Checkpoints from before n_kv_head could be unset hold its value; unset, it means the same model."""
+    train(tiny_config(text_file, tmp_path / "run", "--model.n_kv_head=4", "--trainer.max_iters=2"))
+    resumed = train(tiny_config(text_file, tmp_path / "run", "--model.n_kv_head=None", "--trainer.max_iters=4",
+                                "--trainer.resume=True"))
+    assert len(resumed.logs["train_losses"]) == 4

@@ -79,3 +79,52 @@ def test_help_lists_every_key():
     for key, value, _ in get_config().flat():
         assert f"--{key}" in proc.stdout
     assert "[default: 3407]" in proc.stdout
+
+
+GPT_RULES_BROKEN = [["--model.n_embd=64"], ["--model.n_query_head=2", "--model.n_embd=32", "--model.n_kv_head=4"],
+                    ["--model.n_kv_head=4"], ["--model.rope=True", "--model.pos_emb=learned"],
+                    ["--model.rope=True", "--model.n_embd=18"]]
+
+
+@pytest.mark.parametrize("flags", GPT_RULES_BROKEN)
+@pytest.mark.parametrize("model_type", ["gpt", "rnn", "birnn_invalid", "birnn_prefix"])
+def test_attention_rules_apply_to_the_gpt_alone(model_type, flags):
+    """A recurrent model has no heads and no positions: the rules between those settings stop a GPT only."""
+    config = get_config()
+    config.merge_from_args([f"--model.model_type={model_type}", *flags])
+    if model_type == "gpt":
+        with pytest.raises(UserError):
+            config.validate()
+        return
+    config.validate()
+    config.model.vocab_size, config.model.block_size = 11, 8
+    from mingpt.run import build_model
+    build_model(config.model)
+
+
+def test_unset_n_kv_head_is_multi_head_attention():
+    config = model_config(n_kv_head=None, n_query_head=4)
+    config.validate("model.")
+    assert {attn.n_kv_head for attn in GPT(config).attention_modules()} == {4}
+    defaults = get_config()  # the defaults with 4 query heads pass the rules
+    defaults.merge_from_args(["--model.n_query_head=4"])
+    defaults.validate()
+    with pytest.raises(UserError, match="--model.n_kv_head=3"):  # an explicit value is still checked
+        defaults.merge_from_args(["--model.n_kv_head=3"])
+        defaults.validate()
+
+
+@pytest.mark.parametrize("model_type, ignored", [
+    ("gpt", "--model.rnn_activation"),
+    ("rnn", "--model.n_query_head, --model.n_kv_head, --model.rope"),
+    ("birnn_prefix", "--model.n_layer, --model.n_query_head, --model.n_kv_head, --model.rope"),
+])
+def test_flags_the_model_ignores_are_one_warning(tmp_path, text_file, capsys, model_type, ignored):
+    from helpers import tiny_config
+    from mingpt.run import train
+    rope = [] if model_type == "gpt" else ["--model.rope=True"]
+    train(tiny_config(text_file, tmp_path / "run", f"--model.model_type={model_type}", "--model.rnn_activation=tanh",
+                      *rope, "--trainer.max_iters=1", "--trainer.warmup_iters=0", "--trainer.sample_interval=0"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: --model.model_type={model_type} does not use {ignored}; ignoring "
+                        f"{'it' if ',' not in ignored else 'them'}"]
