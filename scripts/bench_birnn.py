@@ -12,7 +12,7 @@ import torch
 from mingpt.bench import best_device, time_ms
 from mingpt.model import GPT
 from mingpt.run import build_model
-from mingpt.utils import machine_info
+from mingpt.utils import at_least, check_script_args, machine_info
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
 
@@ -24,6 +24,7 @@ def main():
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--device", default=best_device(), help="default: the best one here, as training picks it")
     args = parser.parse_args()
+    check_script_args(args, lengths=at_least(1), batch=at_least(1), hidden=at_least(1))
     print(machine_info())
     print(f"forward+backward ms on {args.device}, batch {args.batch}, hidden {args.hidden}, 1 layer, tanh")
     print(f"{'T':>5} | " + " ".join(f"{m:>14}" for m in MODEL_TYPES) + " | prefix/invalid")

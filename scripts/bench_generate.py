@@ -20,7 +20,7 @@ import argparse
 import torch
 
 from mingpt.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
-from mingpt.utils import machine_info, write_csv
+from mingpt.utils import Check, at_least, check_script_args, machine_info, write_csv
 
 
 def main():
@@ -33,6 +33,8 @@ def main():
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--device", default=best_device(), help="default: the best one here, as training picks it")
     args = parser.parse_args()
+    check_script_args(args, block_sizes=at_least(1), windows=at_least(0), new_tokens=at_least(1), repeats=at_least(1),
+                      kv_heads=Check("a divisor of gpt-mini's 6 query heads", lambda v: v >= 1 and 6 % v == 0))
 
     print(machine_info())
     print(f"greedy generation of {args.new_tokens} tokens from a 10-token prompt, batch 1, fp32 on {args.device}, "

@@ -14,7 +14,7 @@ The measurement itself is mingpt.bench.window_attention_cost, which the window s
 import argparse
 
 from mingpt.bench import best_device, window_attention_cost
-from mingpt.utils import machine_info, write_csv
+from mingpt.utils import at_least, check_script_args, machine_info, write_csv
 
 
 def main():
@@ -25,6 +25,7 @@ def main():
     parser.add_argument("--csv", help="also write the rows to this CSV file")
     parser.add_argument("--device", default=best_device(), help="default: the best one here, as training picks it")
     args = parser.parse_args()
+    check_script_args(args, sizes=at_least(1), windows=at_least(1), repeats=at_least(1))
 
     print(machine_info())
     print(f"one sequence, 6 heads x 32 dims, fp32, forward+backward on {args.device}; median of {args.repeats}")

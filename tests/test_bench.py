@@ -90,6 +90,14 @@ def test_bench_probe_reports_both_halves():
     ("bench_probe.py", ["--warmup=-1"], "--warmup=-1"),
     ("bench_probe.py", ["--", "--trainer.dtype=float16"], "--trainer.dtype=float16"),
     ("bench_probe.py", ["--", "--model.model_type=rnn"], "--model.model_type=rnn"),
+    ("bench_generate.py", ["--new-tokens=0"], "--new-tokens=0"),
+    ("bench_generate.py", ["--repeats=0"], "--repeats=0"),
+    ("bench_generate.py", ["--kv-heads", "2", "4"], "--kv-heads=4"),
+    ("bench_generate.py", ["--block-sizes", "0"], "--block-sizes=0"),
+    ("bench_window.py", ["--repeats=0"], "--repeats=0"),
+    ("bench_window.py", ["--sizes", "0"], "--sizes=0"),
+    ("bench_birnn.py", ["--batch=0"], "--batch=0"),
+    ("bench_birnn.py", ["--lengths", "8", "0"], "--lengths=0"),
 ])
 def test_bench_bad_counts_and_flags_are_one_line(script, args, needle):
     """Counts out of range and bad chargpt flags are named in one line before anything is measured."""
