@@ -41,8 +41,8 @@ def main(argv):
                 # to print why before this silent one exits
                 time.sleep(RANK0_GRACE_S)
             return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+        except KeyboardInterrupt as e:  # a run that saved a checkpoint says where it is
+            print("interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
             return 130
     return 0
 

@@ -552,10 +552,9 @@ def run_training(config, model, dataset, processes, state, changed, ckpt_path):
         if files.saved_iter != trainer.iter_num:
             files.save_checkpoint()
             files.save_logs()
-        print(f"interrupted: {ckpt_path} holds iteration {trainer.iter_num}; continue with --trainer.resume=True",
-              file=sys.stderr)
         files.logger.finish(exit_code=130)
-        raise KeyboardInterrupt
+        # what the caller's "interrupted" line adds (chargpt.py prints it)
+        raise KeyboardInterrupt(f"{ckpt_path} holds iteration {trainer.iter_num}; continue with --trainer.resume=True")
     if files.saved_iter != trainer.iter_num:  # max_iters=0: no iteration saved it
         files.save_checkpoint()
     files.logger.finish()

@@ -57,6 +57,9 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     assert "Traceback" not in err and "--trainer.resume=True" in err
     cut = load_checkpoint(str(tmp_path / "cut" / "ckpt.pt"), resume=True)["iter_num"]
     assert cut >= 3
+    said = [line for line in err.splitlines() if line.startswith("interrupted")]  # once, not twice
+    assert said == [f"interrupted: {tmp_path / 'cut' / 'ckpt.pt'} holds iteration {cut}; continue with "
+                    f"--trainer.resume=True"]
     assert [run["exit_code"] for run in wandb_runs(tmp_path / "cut")] == [130]  # shows as crashed, not finished
     total = cut + 3
     resumed = subprocess.run(args + [f"--system.work_dir={tmp_path / 'cut'}", f"--trainer.max_iters={total}",
