@@ -7,16 +7,24 @@ studies, no training through chargpt.py subprocesses) and `python test_model.py 
 The tests, by subject (each checks behaviour against something independent of the code under test: the
 writeup's formulas, a naive loop, or torch's own modules):
 
-    tests/test_flags.py       flag values, errors and checks, --help
-    tests/test_data.py        the corpus, vocabulary, split and batches
-    tests/test_training.py    training, run files, checkpoints, exact resume, context extension, atomic writes
-    tests/test_positions.py   RoPE, sinusoidal and learned position tables
-    tests/test_attention.py   grouped-query and sliding-window attention, causality, dropout, probes
-    tests/test_generation.py  the KV cache, generation past block_size, top-k / top-p sampling
-    tests/test_rnn.py         the Elman RNN and the bidirectional RNN language models
-    tests/test_cli.py         chargpt.py end to end on the real corpus (slow), the sample command
-    tests/test_studies.py     every study at its quick scale and the report built from them (slow)
-    tests/helpers.py, tests/conftest.py   the helpers and fixtures they share
+    tests/test_flags.py         flag values, errors and checks, rules that apply to the model type, --help
+    tests/test_settings.py      every setting's declared type and range: one line per bad value, before any write
+    tests/test_data.py          the corpus, vocabulary, split and batches
+    tests/test_tokenizers.py    char, word and BPE tokenizers: round trips, bits per character, their checkpoints
+    tests/test_training.py      training, run files, checkpoints, exact resume, context extension, atomic writes
+    tests/test_checkpoints.py   malformed checkpoints and refused writes: one line, the previous files intact
+    tests/test_lifecycle.py     Ctrl-C, resuming with a changed schedule, repaired logs, the sample command
+    tests/test_distributed.py   data-parallel training under torchrun (gloo) against one process, every model type
+    tests/test_wandb.py         what a run sends to wandb, read back from its offline records
+    tests/test_positions.py     RoPE, sinusoidal and learned position tables
+    tests/test_attention.py     grouped-query and sliding-window attention, causality, dropout, probes
+    tests/test_dropout.py       the cheap CPU dropout mask against torch's nn.Dropout
+    tests/test_generation.py    the KV cache, generation past block_size, top-k / top-p sampling
+    tests/test_rnn.py           the Elman RNN and the bidirectional RNN language models
+    tests/test_cli.py           chargpt.py end to end on the real corpus (slow), the sample command, check_gpu.py
+    tests/test_bench.py         the benchmark scripts on a tiny model, their bad options (slow)
+    tests/test_studies.py       every study at its quick scale and the report built from them (slow)
+    tests/helpers.py, tests/conftest.py     the helpers and fixtures they share
 """
 
 import os

@@ -61,8 +61,8 @@ def pick_device(name):
 
 def native_bf16(device_type):
     """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
-    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and slower than fp32 (some 20x on
-    an AVX2-only CPU)."""
+    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32
+    (the README's training benchmark measures it)."""
     if device_type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device_type == "cpu":

@@ -72,3 +72,11 @@ def test_check_gpu_without_cuda():
                           text=True, timeout=120, stdin=subprocess.DEVNULL, env=checkout_env())
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.count("\n") == 1 and "no CUDA" in proc.stdout
+
+
+def test_the_runner_lists_every_test_file():
+    """test_model.py's index names every file of tests/."""
+    with open(os.path.join(ROOT, "test_model.py")) as f:
+        index = f.read()
+    files = sorted(n for n in os.listdir(os.path.join(ROOT, "tests")) if n.startswith("test_") and n.endswith(".py"))
+    assert [n for n in files if f"tests/{n} " not in index] == []
