@@ -32,8 +32,8 @@ from mingpt.model import GPT, kv_heads
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.tokenizer import UNK, from_dict as tokenizer_from_dict
 from mingpt.trainer import Trainer, pick_device
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, check_writable_folder, \
-    machine_info, remove_stale_temporaries, save_json, save_text, save_torch, set_seed
+from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, check_temporary_folder, \
+    check_writable_folder, machine_info, remove_stale_temporaries, save_json, save_text, save_torch, set_seed
 
 WANDB_MODES = ("online", "offline", "disabled")
 SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)
@@ -370,8 +370,7 @@ class RunFiles:
         self.flops_per_iter = self.peak_flops = None
 
     def start(self):
-        """The first writes of the run, once every input has been checked."""
-        os.makedirs(self.dir, exist_ok=True)
+        """The first writes of the run, once every input has been checked (the first of them makes the folder)."""
         remove_stale_temporaries(self.dir)  # left by a write that a kill cut short
         save_text(" ".join(sys.argv) + "\n", os.path.join(self.dir, "args.txt"))
         resolved = resolved_config(self.config, self.model, self.trainer)
@@ -466,6 +465,7 @@ def train(config):
               f"{'it' if len(ignored) == 1 else 'them'}", file=sys.stderr)
     work_dir = config.system.work_dir
     check_writable_folder(work_dir, "--system.work_dir")
+    check_temporary_folder()
     folder = config.model.pretrained_folder
     if folder is not None and os.path.abspath(folder) == os.path.abspath(work_dir):
         raise UserError(f"--model.pretrained_folder={folder} is the run's own --system.work_dir; "

@@ -106,6 +106,17 @@ def check_writable_folder(path, flag):
         raise UserError(f"{flag}={path}: {probe} is not writable; choose another folder")
 
 
+def check_temporary_folder():
+    """UserError unless Python finds a temporary folder it can write to. torch's compile machinery, which the
+    optimizer imports, asks for one (tempfile.gettempdir, which writes a probe file in each candidate), and a full
+    or read-only disk would otherwise end the run in a traceback from inside torch."""
+    try:
+        tempfile.gettempdir()
+    except OSError as e:
+        raise UserError(f"cannot write a temporary file ({e.strerror or e}; a full or read-only disk?): free some "
+                        f"space or set TMPDIR to a writable folder") from None
+
+
 # -----------------------------------------------------------------------------
 # config
 

@@ -146,6 +146,28 @@ def test_refused_write_is_one_line_and_keeps_the_checkpoint(trained, tmp_path):
     assert not [p for p in os.listdir(copy) if p.endswith(".tmp")]
 
 
+@pytest.mark.slow  # trains in chargpt.py subprocesses
+@pytest.mark.parametrize("resume", [True, False])
+def test_full_disk_at_start_is_one_line(trained, tmp_path, resume):
+    """Nothing can be written from the start (a file-size limit of 0, as on a full disk): before the run's first
+    write, torch's compile machinery, which the optimizer imports, looks for a writable temporary folder. One line,
+    exit 2, the previous files as they were and no new folder."""
+    run, text_file = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    work_dir = copy if resume else tmp_path / "fresh"
+    flags = [f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", "--system.wandb=disabled",
+             "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4", "--model.n_kv_head=2",
+             "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.eval_iters=2", "--trainer.warmup_iters=2",
+             "--trainer.max_iters=12", f"--trainer.resume={resume}"]
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "chargpt.py"), *flags], capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL, preexec_fn=limit_file_size(0))
+    assert_one_line_error(proc, "cannot write a temporary file")
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    assert resume or not work_dir.exists()
+
+
 def test_stale_temporary_files_are_removed_at_start(trained, tmp_path):
     run, text_file = trained
     copy = tmp_path / "run"
