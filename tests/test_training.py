@@ -2,6 +2,7 @@
 from a pretrained run, atomic writes."""
 
 import json
+import math
 import os
 
 import pytest
@@ -151,3 +152,44 @@ def test_atomic_write_interrupted_keeps_old_file(tmp_path):
             raise RuntimeError("killed half-way")
     assert json.loads(path.read_text()) == {"version": 1}
     assert os.listdir(tmp_path) == ["logs.json"]  # no temporary file left behind
+
+
+def evaluate_with_items(trainer):
+    """Trainer.evaluate as a loop of .item() calls, summing Python floats (one process, fp32)."""
+    gen = torch.Generator()
+    gen.manual_seed(trainer.iter_num)
+    trainer.model.eval()
+    splits = []
+    with torch.no_grad():
+        for split in ("train", "val"):
+            losses, nats, chars = [], 0.0, 0
+            for _ in range(trainer.config.eval_iters):
+                x, y, covered = trainer.train_dataset.get_eval_batch(split, trainer.config.batch_size, gen)
+                for xm, ym, cm in trainer.share(x, y, covered):
+                    loss = trainer.model(xm, ym)[1]
+                    losses.append(loss.item())
+                    nats += loss.item() * ym.numel()
+                    chars += int(cm.sum())
+            splits.append((sum(losses) / len(losses), nats, chars))
+    trainer.model.train()
+    (train_loss, _, _), (val, val_nats, val_chars) = splits
+    return {"train": train_loss, "val": val, "val_bpc": val_nats / (math.log(2) * val_chars)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_evaluation_reads_the_device_once_per_split(text_file, tmp_path, monkeypatch, device):
+    """Evaluation sums on the device and reads back once per split, and gives the loop of .item() calls' values
+    bit for bit (a seed's losses do not change)."""
+    trainer = train(tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=2", "--trainer.grad_accum_steps=2",
+                                f"--trainer.device={device}"))
+    expected = evaluate_with_items(trainer)
+    reads = []
+    for name in ("item", "tolist", "__int__", "__float__", "__bool__"):
+        def counted(self, *args, _original=getattr(torch.Tensor, name), _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    result = trainer.evaluate()
+    monkeypatch.undo()
+    assert result == expected
+    assert reads == ["tolist", "tolist"]
