@@ -217,14 +217,16 @@ def timed_attend(*args, **kwargs):
     0 outside autograd (evaluation)."""
     device = args[0].device
     if device.type == "cuda":
+        # each allocator query builds the whole statistics dict: one before, one after
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         y = attend(*args, **kwargs)
         end.record()
-        return y, ProbeReading((torch.cuda.memory_allocated(device) - before) / 2**20, events=(start, end),
-                               peak_mib=(torch.cuda.max_memory_allocated(device) - before) / 2**20)
+        after = torch.cuda.memory_stats(device)
+        return y, ProbeReading((after["allocated_bytes.all.current"] - before) / 2**20, events=(start, end),
+                               peak_mib=(after["allocated_bytes.all.peak"] - before) / 2**20)
     saved = {}
 
     def pack(tensor):

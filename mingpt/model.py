@@ -139,7 +139,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
         args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
-        if self.probe:
+        if self.probe and self.training:  # evaluation and sampling keep the last training step's reading
             y, self.probe_reading = timed_attend(*args)
         else:
             y = attend(*args)

@@ -222,6 +222,32 @@ def test_probe_in_training(device):
     assert (peak_mib is None) == (device == "cpu") and (peak_mib is None or peak_mib >= memory_mib)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_probe_reads_training_steps_alone(device, monkeypatch):
+    """Evaluation and sampling keep the last training step's readings (and leave the allocator's peak counter
+    alone); on CUDA a probed call reads the allocator's statistics twice, once before it and once after."""
+    torch.manual_seed(0)
+    model = GPT(model_config(attn_impl="naive")).to(device).train()
+    model.set_attention_probe(True)
+    idx = torch.randint(11, (4, 32), device=device)
+    stats_reads = []
+    if device == "cuda":
+        original = torch.cuda.memory.memory_stats
+
+        def counted(*args, **kwargs):
+            stats_reads.append(1)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(torch.cuda.memory, "memory_stats", counted)  # what memory_allocated & co. call
+        monkeypatch.setattr(torch.cuda, "memory_stats", counted)
+    model(idx, idx)[1].backward()
+    readings = [attn.probe_reading for attn in model.attention_modules()]
+    assert len(stats_reads) == (2 * len(readings) if device == "cuda" else 0)
+    model.eval()
+    model(idx, idx)
+    model.generate(idx[:1, :4], 5)
+    assert all(attn.probe_reading is reading for attn, reading in zip(model.attention_modules(), readings))
+
+
 def test_probes_on_cpu():
     q, k, v = torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16)
     y, reading = timed_attend(q, k, v)
