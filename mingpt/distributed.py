@@ -47,13 +47,18 @@ class Processes:
         return device
 
     def start(self, device):
-        """Join the process group (under torchrun only): nccl for CUDA devices, gloo for the rest."""
+        """Make `device` this process's current CUDA device (CUDA events and the streams they record on follow
+        it, in one process on cuda:1 too); under torchrun, join the process group: nccl, told its device (its
+        barrier would guess it), for CUDA devices, gloo for the rest."""
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if not self.launched or dist.is_initialized():
             return
         if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl", device_id=self.device)
+        else:
+            dist.init_process_group("gloo")
 
     def barrier(self):
         if dist.is_initialized():

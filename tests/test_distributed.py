@@ -199,3 +199,20 @@ def test_no_buffer_holds_state(tmp_path, text_file, model_flags):
     config.vocab_size, config.block_size = 11, 16
     model = build_model(config)
     assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}
+
+
+@pytest.mark.parametrize("environ", [{}, {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}],
+                         ids=["one process", "torchrun"])
+def test_the_cuda_device_is_selected_and_given_to_the_process_group(monkeypatch, environ):
+    """On cuda:1, the current device becomes cuda:1 (the probe's CUDA events record on its stream), and nccl's
+    process group is told its device rather than guessing it."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", torch.device(device))))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, **kwargs: calls.append((backend, kwargs)))
+    Processes(environ).start("cuda:1")
+    expected = [("set_device", torch.device("cuda:1"))]
+    if environ:
+        expected.append(("nccl", {"device_id": torch.device("cuda:1")}))
+    assert calls == expected
