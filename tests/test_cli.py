@@ -80,3 +80,48 @@ def test_the_runner_lists_every_test_file():
         index = f.read()
     files = sorted(n for n in os.listdir(os.path.join(ROOT, "tests")) if n.startswith("test_") and n.endswith(".py"))
     assert [n for n in files if f"tests/{n} " not in index] == []
+
+
+def check_gpu_script():
+    """scripts/check_gpu.py as a module, for its parts that run without a GPU."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("check_gpu", os.path.join(ROOT, "scripts", "check_gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_gpu_goes_on_past_a_check_that_raises(capsys):
+    script = check_gpu_script()
+
+    def broken():
+        raise RuntimeError("CUDA error: an illegal memory access\nmore lines")
+    results = script.run_checks([("first", broken), ("second", lambda: [("second", True, "1 ms")])])
+    assert results == [{"check": "first", "passed": False, "figure": "RuntimeError: CUDA error: an illegal memory "
+                                                                    "access"},
+                       {"check": "second", "passed": True, "figure": "1 ms"}]
+    assert capsys.readouterr().out.splitlines()[0].startswith("FAIL first: RuntimeError")
+
+
+def test_check_gpu_subprocesses_have_a_time_out(monkeypatch, tmp_path):
+    """A hung subprocess (a stuck nccl rendezvous) cannot hang the checks: each has a time-out."""
+    script = check_gpu_script()
+    timeouts = []
+
+    def run(*args, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        return subprocess.CompletedProcess(args, 1, "", "")
+    monkeypatch.setattr(script.subprocess, "run", run)
+    script.check_torchrun(str(tmp_path))
+    script.check_device_tests()
+    assert len(timeouts) == 3 and all(timeouts)
+
+
+def test_check_gpu_wants_generated_text_and_as_many_losses():
+    script = check_gpu_script()
+    prompt = "O God, O God!"
+    assert not script.samples_after(prompt + "\n", prompt, 50)  # the echoed prompt alone
+    assert script.samples_after(prompt + "x" * 50 + "\n", prompt, 50)
+    assert script.compare_losses([2.0, 1.5], [2.0, 1.5 + 1e-5])[0]
+    passed, figure = script.compare_losses([2.0, 1.5], [2.0])
+    assert not passed and figure == "the plain run logged 2 losses, the torchrun one 1"
