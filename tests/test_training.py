@@ -193,3 +193,15 @@ def test_evaluation_reads_the_device_once_per_split(text_file, tmp_path, monkeyp
     monkeypatch.undo()
     assert result == expected
     assert reads == ["tolist", "tolist"]
+
+
+@pytest.mark.parametrize("device", DEVICES[1:])  # CUDA alone: a CPU's matmuls are timed by the host clock
+def test_cuda_matmul_peak_is_timed_by_cuda_events(device, monkeypatch):
+    """The peak behind MFU: on a fast GPU a host clock around each matmul adds its launch and synchronisation, so
+    it under-reads the peak; the CUDA path times a loop with events instead."""
+    import mingpt.bench
+
+    def host_clock(*args, **kwargs):
+        raise AssertionError("a CUDA matmul timed by the host clock")
+    monkeypatch.setattr(mingpt.bench, "time_ms", host_clock)
+    assert mingpt.bench.matmul_peak_flops(device) > 0
