@@ -9,7 +9,8 @@ Study 3, gqa_cost: what grouped-query attention saves, for n_kv_head in {1, 2, 3
 - KV-cache bytes per sequence and generation tokens/s with the cache (RoPE model, mingpt.bench).
 
 Times and probe memory are medians over the iterations after warm-up; everything runs on the device training
-picks (a GPU when there is one).
+picks (a GPU when there is one), in fp32 wherever bf16 is native too: the course's figures, which these stand
+beside, are fp32's.
 
     python scripts/study_gqa_cost.py --scale quick|cpu|full
 """
@@ -38,7 +39,8 @@ def main(argv=None):
     rows = []
     for n_kv in KV_HEADS:
         trainer = study.train(f"n_kv_head={n_kv}", [f"--model.n_kv_head={n_kv}", "--model.attn_impl=naive",
-                                                    "--model.n_query_head=6"], course_iters=200)
+                                                    "--model.n_query_head=6", "--trainer.dtype=float32"],
+                              course_iters=200)
         logs, C = trainer.logs, trainer.config
         block = trainer.train_dataset.get_block_size()
         row = {"n_kv_head": n_kv, "attention_ms": median_after_warmup(logs["attention_computation_time"]),

@@ -160,3 +160,16 @@ def test_study_runs_on_wandb(tmp_path):
     assert logged == {"loss": "image-file", "curves": "table-file", "final": "table-file", "samples": "table-file"}
     rows = next(row for row in analysis["history"] if "samples/nrows" in row)
     assert rows["samples/nrows"] == 2 and rows["final/nrows"] == 2
+
+
+@needs_corpus
+def test_gqa_cost_measures_the_courses_dtype(tmp_path):
+    """The GQA cost study's figures stand beside the course's fp32 ones: its runs train in fp32 also where bf16
+    is native (where `auto` would pick bf16)."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "study_gqa_cost.py"), "--scale=quick",
+                           f"--out={tmp_path}", "--wandb=disabled"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL, env=checkout_env())
+    assert proc.returncode == 0, proc.stderr
+    runs = tmp_path / "gqa_cost" / "runs"
+    dtypes = [json.loads((run / "config.json").read_text())["dtype"] for run in sorted(runs.iterdir())]
+    assert dtypes == ["float32"] * 4
