@@ -75,9 +75,10 @@ def peak_memory_bytes(step, device="cpu"):
 
 def matmul_peak_flops(device="cpu", dtype=torch.float32, repeats=5):
     """FLOP/s of a square matmul on `device` in `dtype` after a warm-up, the median of `repeats` (on CUDA, a loop
-    of 10 x `repeats` timed by CUDA events): the peak that MFU is measured against. n = 4096 on a GPU and 1024 on a CPU, except 2048 for bf16 on a CPU with native bf16,
-    where AMX's packing of the operands is a large share of a matmul at 1024 and the peak would under-read (the
-    README's training benchmark gives the figures); an emulated bf16 matmul stays at 1024, which is slow enough."""
+    of 10 x `repeats` timed by CUDA events): the peak that MFU is measured against. n = 4096 on a GPU and 1024 on
+    a CPU, except 2048 for bf16 on a CPU with native bf16, where AMX's packing of the operands is a large share
+    of a matmul at 1024 and the peak would under-read (the README's training benchmark gives the figures); an
+    emulated bf16 matmul stays at 1024, which is slow enough."""
     if torch.device(device).type == "cuda":
         n = 4096
     else:

@@ -51,7 +51,7 @@ class Processes:
         it, in one process on cuda:1 too); under torchrun, join the process group: nccl, told its device (its
         barrier would guess it), for CUDA devices, gloo for the rest."""
         self.device = torch.device(device)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.device.index is not None:  # plain "cuda" is the current one
             torch.cuda.set_device(self.device)
         if not self.launched or dist.is_initialized():
             return

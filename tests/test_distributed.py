@@ -216,3 +216,7 @@ def test_the_cuda_device_is_selected_and_given_to_the_process_group(monkeypatch,
     if environ:
         expected.append(("nccl", {"device_id": torch.device("cuda:1")}))
     assert calls == expected
+    if not environ:  # torch.cuda.set_device refuses a device without an index; plain "cuda" is the current one
+        calls.clear()
+        Processes(environ).start("cuda")
+        assert calls == []
