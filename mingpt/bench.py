@@ -5,7 +5,11 @@ given (default: the best one here, as training picks it); on CUDA, times end wit
 the kernels' and not their launches', and memory comes from the allocator's counters.
 """
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -160,3 +164,16 @@ def cache_bytes(model, seq):
     caches = model.new_caches()
     model(seq if model.pos_emb == "none" else seq[:, -model.block_size:], caches=caches)
     return sum(c.nbytes() for c in caches)
+
+
+def run_measured(command, cwd=None, env=None):
+    """Run `command`; return its stdout and the peak RSS (MiB) of the largest of it and its children."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=errors, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the child's, or its largest child's (KiB on Linux)
+        if os.waitstatus_to_exitcode(status):
+            errors.seek(0)
+            sys.exit(f"{' '.join(command[:3])} ... failed: {errors.read().strip()[-2000:]}")
+        out.seek(0)
+        return out.read(), usage.ru_maxrss / 1024

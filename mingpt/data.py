@@ -1,48 +1,18 @@
 """
-The data: read the corpus (downloading tiny-shakespeare when it is missing and the network allows), split off
-the last `val_fraction` of its characters for validation, cut each split into tokens (mingpt/tokenizer.py:
-characters by default), and draw batches of random contiguous windows with one tensor index (no per-sample
-Python loop, no worker processes).
+The data: the corpus (mingpt/corpus.py: a file or a folder of *.txt, tiny-shakespeare downloaded when missing)
+tokenized once into the token cache (mingpt/token_cache.py), whose files every run memory-maps; the last
+`val_fraction` of the characters is the validation split; batches are random contiguous windows drawn with one
+tensor index (no per-sample Python loop, no worker processes). A dataset made from a str (tests, studies)
+tokenizes it in memory the same way.
 """
 
-import os
-import urllib.request
-
+import numpy as np
 import torch
 
-from mingpt.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, CharTokenizer, train_tokenizer
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least, save_text
-
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-
-
-def read_text(path, download_url=TINY_SHAKESPEARE_URL, timeout=10):
-    """Return the text of `path` as a str; UserError (one line) when it is missing, empty or not UTF-8."""
-    if not os.path.exists(path):
-        try:
-            with urllib.request.urlopen(download_url, timeout=timeout) as r:
-                save_text(r.read().decode("utf-8"), path)
-            print(f"downloaded tiny-shakespeare to {path}")
-        except (OSError, ValueError) as e:
-            raise UserError(f"data file {os.path.abspath(path)} not found and the download failed ({e}); "
-                            f"put tiny-shakespeare there or point --data.input_file=PATH at a text file") from None
-    if os.path.isdir(path):
-        raise UserError(f"--data.input_file={path} is a directory; give a UTF-8 text file")
-    if not os.path.isfile(path):  # a device or a pipe: reading it could block or never end
-        raise UserError(f"--data.input_file={path} is not a regular file; give a UTF-8 text file")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise UserError(f"cannot read --data.input_file={path}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not valid UTF-8 (bad byte {raw[e.start]:#04x} at byte offset {e.start}); "
-                        f"convert it to UTF-8 or choose another --data.input_file") from None
-    if not text:
-        raise UserError(f"{path} is empty; --data.input_file needs a text to train on")
-    return text
+from mingpt.corpus import Corpus, TextCorpus, read_text  # noqa: F401 (read_text: the studies' entry point)
+from mingpt.token_cache import TokensInMemory, load as load_tokens
+from mingpt.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, CharTokenizer
+from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least
 
 
 Vocabulary = CharTokenizer  # the character vocabulary's first name
@@ -67,8 +37,10 @@ class CharDataset:
     def get_default_config():
         C = CN()
         C.set("block_size", 128, "context length in tokens (the model's block_size follows it)", check=at_least(1))
-        C.set("input_file", "input.txt", "UTF-8 text to train on (tiny-shakespeare is downloaded if missing)",
-              check=NOT_EMPTY)
+        C.set("input_file", "input.txt", "UTF-8 text to train on, or a folder whose *.txt files are joined "
+              "(tiny-shakespeare is downloaded if missing)", check=NOT_EMPTY)
+        C.set("cache_dir", None, "folder of the token cache, tokenized once and memory-mapped by every run (None: "
+              "beside the corpus, named after it: input.txt.chargpt)", kind=str, check=NOT_EMPTY)
         C.set("val_fraction", 0.1, "the last fraction of the text that is held out for validation",
               check=Check("in (0, 1)", lambda v: 0 < v < 1))
         C.set("tokenizer", "char", "char: characters; word: words, punctuation and whitespace runs; bpe: byte-level "
@@ -78,21 +50,23 @@ class CharDataset:
         C.rule(check_vocab_size)
         return C
 
-    def __init__(self, config, text, tokenizer=None):
-        """tokenizer: one a checkpoint holds (resume, pretrained weights); None trains the one config names."""
+    def __init__(self, config, text=None, tokenizer=None, tokens=None, source=""):
+        """From `tokens`, a token cache entry (from_corpus), or from `text`, tokenized in memory. tokenizer: one a
+        checkpoint holds (resume, pretrained weights, from `source`); None trains the one config names."""
         self.config = config.validate("data.")
-        n_val = int(len(text) * config.val_fraction)
-        texts = {"train": text[:len(text) - n_val], "val": text[len(text) - n_val:]}
-        self.vocab = tokenizer or train_tokenizer(config, text, texts["train"])  # the tokenizer
-        self.splits, self.chars = {}, {}  # token ids; the characters each token covers (for bits per character)
-        for name, split_text in texts.items():
-            ids, chars = self.vocab.pieces(split_text)
-            self.splits[name] = torch.tensor(ids, dtype=torch.long)
-            self.chars[name] = torch.tensor(chars, dtype=torch.long)
-            if len(ids) < config.block_size + 1:
-                raise UserError(f"the {name} split has {len(ids)} tokens, too short for one block of "
+        self.tokens = tokens or TokensInMemory(TextCorpus(text), config, tokenizer, source)
+        self.vocab = self.tokens.tokenizer
+        for name, counts in self.tokens.counts.items():
+            if counts["tokens"] < config.block_size + 1:
+                raise UserError(f"the {name} split has {counts['tokens']} tokens, too short for one block of "
                                 f"{config.block_size}+1; use a longer text or a smaller --data.block_size")
         self._offsets = torch.arange(config.block_size + 1)
+
+    @classmethod
+    def from_corpus(cls, config, tokenizer=None, source=""):
+        """The dataset of --data.input_file, read from its token cache (built first when there is none)."""
+        config.validate("data.")
+        return cls(config, tokens=load_tokens(Corpus(config.input_file), config, tokenizer, source))
 
     @property
     def stoi(self):
@@ -109,31 +83,46 @@ class CharDataset:
         return self.config.block_size
 
     def __len__(self):
-        return len(self.splits["train"]) - self.config.block_size
+        return self.tokens.counts["train"]["tokens"] - self.config.block_size
+
+    @property
+    def splits(self):
+        """Each split's token ids (memory-mapped for a cached corpus)."""
+        return {split: self.tokens.ids(split) for split in self.tokens.counts}
+
+    def characters(self, split):
+        """The characters of `split`: what its tokens cover together."""
+        return self.tokens.counts[split]["characters"]
+
+    def _take(self, array, positions):
+        return torch.from_numpy(np.asarray(array[positions.numpy()], dtype=np.int64))
 
     def __getitem__(self, idx):
         """minGPT's interface: the training window starting at idx, as (x, y) of block_size ids each."""
-        chunk = self.splits["train"][idx:idx + self.config.block_size + 1]
+        chunk = self._take(self.tokens.ids("train"), torch.arange(idx, idx + self.config.block_size + 1))
         return chunk[:-1], chunk[1:]
 
     def _windows(self, split, batch_size, generator):
         """Token positions of batch_size random windows of block_size + 1 tokens: (B, T+1)."""
-        start = torch.randint(len(self.splits[split]) - self.config.block_size, (batch_size,), generator=generator)
+        n = self.tokens.counts[split]["tokens"]
+        start = torch.randint(n - self.config.block_size, (batch_size,), generator=generator)
         return start[:, None] + self._offsets
 
     def get_batch(self, split, batch_size, generator=None):
         """x, y of shape (batch_size, block_size): random windows of `split`, y shifted by one token."""
-        chunk = self.splits[split][self._windows(split, batch_size, generator)]  # (B, T+1)
+        chunk = self._take(self.tokens.ids(split), self._windows(split, batch_size, generator))  # (B, T+1)
         return chunk[:, :-1], chunk[:, 1:]
 
     def get_eval_batch(self, split, batch_size, generator=None):
         """get_batch's x, y and the characters each token of y covers, (B, T): what bits per character count."""
         positions = self._windows(split, batch_size, generator)
-        chunk = self.splits[split][positions]
-        return chunk[:, :-1], chunk[:, 1:], self.chars[split][positions[:, 1:]]
+        chunk = self._take(self.tokens.ids(split), positions)
+        chars = self.tokens.chars(split)
+        covered = self._take(chars, positions[:, 1:]) if chars is not None else \
+            torch.from_numpy(self.vocab.chars_per_id)[chunk[:, 1:]]
+        return chunk[:, :-1], chunk[:, 1:], covered
 
     def unknown_rate(self, split):
         """(tokens of `split` that are <unk>, all its tokens): only a word vocabulary has <unk>."""
-        ids = self.splits[split]
-        unknown = int((ids == 0).sum()) if self.vocab.kind == "word" else 0
-        return unknown, len(ids)
+        counts = self.tokens.counts[split]
+        return counts["unknown"], counts["tokens"]

@@ -26,7 +26,7 @@ import torch
 
 from mingpt.bench import matmul_peak_flops
 from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
-from mingpt.data import CharDataset, read_text
+from mingpt.data import CharDataset
 from mingpt.distributed import Processes, micro_batch_size
 from mingpt.model import GPT, kv_heads
 from mingpt.rnn import BiRNNLM, RNNLM
@@ -207,9 +207,10 @@ def load_state_into(model, state, source, extend_positions=False):
     model.load_state_dict(state)
 
 
-def run_tokenizer(config, text, saved, source):
+def run_tokenizer(config, saved, source):
     """The tokenizer of a run that continues from a checkpoint (`saved`, from `source`): the saved one, which must
-    be of the kind and size the flags name; for characters, the text's alphabet must be the saved one."""
+    be of the kind and size the flags name (for characters, the corpus's alphabet must be the saved one: the
+    token cache checks it as it reads the corpus)."""
     C = config.data
     if saved.kind != C.tokenizer:
         raise UserError(f"{source} was trained with --data.tokenizer={saved.kind}, not {C.tokenizer}; give "
@@ -217,8 +218,6 @@ def run_tokenizer(config, text, saved, source):
     if C.vocab_size is not None and C.vocab_size != saved.vocab_size:
         raise UserError(f"{source} has a {saved.kind} vocabulary trained for --data.vocab_size={saved.vocab_size}, "
                         f"not {C.vocab_size}; drop the flag (the saved tokenizer is used as it was trained)")
-    if saved.kind == "char" and saved.tokens != sorted(set(text)):
-        raise UserError(f"{source} was trained on another character set than --data.input_file")
     return saved
 
 
@@ -472,7 +471,6 @@ def train(config):
                         f"train into another folder")
     set_threads(config.system.num_threads)
     set_seed(config.system.seed)
-    text = read_text(config.data.input_file)
     ckpt_path = os.path.join(work_dir, "ckpt.pt")
     state = changed = pretrained = saved = None
     if config.trainer.resume:
@@ -484,7 +482,8 @@ def train(config):
         pretrained = load_checkpoint(pretrained_path, "model.pt",
                                      hint=" (--model.pretrained_folder names a trained run's folder)")
         saved = saved or (saved_tokenizer(pretrained, pretrained_path), pretrained_path)
-    dataset = CharDataset(config.data, text, run_tokenizer(config, text, *saved) if saved else None)
+    tokenizer, source = (run_tokenizer(config, *saved), saved[1]) if saved else (None, "")
+    dataset = CharDataset.from_corpus(config.data, tokenizer, source)
     tokenizer = dataset.vocab
     report_tokenizer(dataset)
     check_prompt(config.sample, tokenizer)  # a bad prompt fails now, not at the first sample

@@ -1,7 +1,12 @@
 """
 The three ways --data.tokenizer cuts text into tokens, behind one interface: encode(text) -> ids, decode(ids) ->
-text, len() (the vocabulary size), tokens (each id's string), pieces(text) -> (ids, characters each token
-covers), unknown(text) (what would not survive encoding), to_dict()/from_dict() for checkpoints.
+text, len() (the vocabulary size), tokens (each id's string), encode_pieces(pieces) -> (ids, characters each
+token covers) as numpy arrays for a whole corpus, chars_per_id (that count as a table, where the id alone says
+it), unknown(text) (what would not survive encoding), to_dict()/from_dict() for checkpoints.
+
+A corpus reaches a tokenizer in pieces cut where no token can span (SAFE_CUT), so encoding piece by piece gives
+the ids of the whole text, and word and BPE vocabularies are trained from an iterator over those pieces with the
+counts (and so the tokens) that the whole training split gives.
 
 - char: the sorted characters of the text, as minGPT's chargpt. Its alphabet is the whole text's (as it always
   was): a character vocabulary has no <unk>, so a character that only the validation split has could not be
@@ -14,8 +19,11 @@ covers), unknown(text) (what would not survive encoding), to_dict()/from_dict() 
 word and bpe are trained on the training split alone, so nothing of the validation text leaks into them.
 """
 
+import itertools
 import re
 from collections import Counter
+
+import numpy as np
 
 from mingpt.utils import UserError
 
@@ -24,6 +32,38 @@ UNK = "<unk>"
 WORD_PIECES = re.compile(r"\w+|[^\w\s]|\s+")  # every character falls in exactly one piece
 BPE_DEFAULT_VOCAB = 512
 BYTES = 256  # byte-level BPE starts from every byte
+# between a non-space and a space no word piece and no BPE pre-token (GPT-2's pattern) runs on: the tokens before
+# end there and the ones after begin there. Python's \s covers the Unicode White_Space that tokenizers' pattern
+# uses, so every cut found here is one for Rust too.
+SAFE_CUT = re.compile(r"(?<=\S)(?=\s)")
+PIECE_CHARS = {"char": None, "word": 1 << 20, "bpe": 8192}  # tokenizers' pre-tokenizer slows on long strings
+
+
+def id_dtype(vocab_size):
+    """The smallest unsigned numpy type that holds every id of a vocabulary of this size."""
+    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32) if vocab_size <= np.iinfo(t).max + 1)
+
+
+def cut_pieces(chunks, size):
+    """Lists of pieces of about `size` characters (the chunks as they are with size None) that end at a SAFE_CUT:
+    the text of `chunks` cut only where no token spans. What follows the last cut is carried into the next chunk."""
+    carry = ""
+    for chunk in chunks:
+        if size is None:
+            yield [chunk]
+            continue
+        text, pieces, start = carry + chunk, [], 0
+        while start + size < len(text):
+            cut = SAFE_CUT.search(text, start + size)
+            if cut is None:
+                break
+            pieces.append(text[start:cut.end()])
+            start = cut.end()
+        carry = text[start:]
+        if pieces:
+            yield pieces
+    if carry:
+        yield [carry]
 
 
 class TokenList:
@@ -44,8 +84,10 @@ class TokenList:
     def __len__(self):
         return len(self.itos)
 
+    chars_per_id = None  # the characters each id covers, where the id alone says it
+
     def encode(self, text):
-        return self.pieces(text)[0]
+        return self.encode_pieces([text])[0].tolist()
 
     def decode(self, ids):
         return "".join(self.itos[int(i)] for i in ids)
@@ -55,17 +97,27 @@ class TokenList:
 
 
 class CharTokenizer(TokenList):
-    """One token per character; a character outside the vocabulary is an error."""
+    """One token per character; a character outside the vocabulary is an error. Text is encoded through a table
+    indexed by code point (no Python loop over the characters)."""
     kind = "char"
+
+    def __init__(self, tokens, vocab_size=None):
+        super().__init__(tokens, vocab_size)
+        self.chars_per_id = np.ones(len(self.itos), dtype=np.int64)
+        points = np.array([ord(c) for c in self.itos], dtype=np.int64)
+        self._ids = np.full(int(points.max(initial=0)) + 1, -1, dtype=np.int64)  # code point -> id, -1: none
+        self._ids[points] = np.arange(len(points))
 
     def unknown(self, text):
         return sorted(set(text) - set(self.stoi))
 
-    def pieces(self, text):
-        unknown = self.unknown(text)
-        if unknown:
-            raise UserError(f"characters {''.join(unknown)!r} are not in the vocabulary of this model")
-        return [self.stoi[c] for c in text], [1] * len(text)
+    def encode_pieces(self, pieces):
+        text = "".join(pieces)
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ids = self._ids[np.minimum(points, len(self._ids) - 1)]
+        if (ids < 0).any() or (points >= len(self._ids)).any():
+            raise UserError(f"characters {''.join(self.unknown(text))!r} are not in the vocabulary of this model")
+        return ids, None
 
 
 class WordTokenizer(TokenList):
@@ -74,16 +126,22 @@ class WordTokenizer(TokenList):
 
     @classmethod
     def train(cls, text, vocab_size=None):
-        counts = Counter(WORD_PIECES.findall(text))  # ties keep the order of first appearance
+        """From a text, or an iterator over the pieces of one (cut_pieces' lists, or strings)."""
+        counts = Counter()  # ties keep the order of first appearance
+        for pieces in [text] if isinstance(text, str) else text:
+            for piece in [pieces] if isinstance(pieces, str) else pieces:
+                counts.update(WORD_PIECES.findall(piece))
         keep = counts.most_common(None if vocab_size is None else vocab_size - 1)
         return cls([UNK] + [piece for piece, _ in keep], vocab_size)
 
     def unknown(self, text):
         return sorted(set(p for p in WORD_PIECES.findall(text) if p not in self.stoi))
 
-    def pieces(self, text):
-        found = WORD_PIECES.findall(text)
-        return [self.stoi.get(p, 0) for p in found], [len(p) for p in found]
+    def encode_pieces(self, pieces):
+        """Ids and the characters each covers: an <unk> covers the word it stands for, so this is no table."""
+        found = [w for piece in pieces for w in WORD_PIECES.findall(piece)]
+        ids = np.fromiter(map(self.stoi.get, found, itertools.repeat(0)), dtype=np.int64, count=len(found))
+        return ids, np.fromiter(map(len, found), dtype=np.int64, count=len(found))
 
 
 class BPETokenizer(TokenList):
@@ -95,16 +153,22 @@ class BPETokenizer(TokenList):
         ids = hf_tokenizer.get_vocab()
         super().__init__(sorted(ids, key=ids.get), vocab_size)
         self.hf = hf_tokenizer
+        # a character split over several tokens counts for the token that holds its first (lead) byte
+        byte_of = {char: byte for byte, char in byte_level_alphabet().items()}
+        self.chars_per_id = np.array([sum((byte_of[c] & 0xC0) != 0x80 for c in token) for token in self.itos],
+                                     dtype=np.int64)
 
     @classmethod
     def train(cls, text, vocab_size=None):
+        """From a text, or an iterator over its pieces cut at SAFE_CUT (lists of strings), which the trainer
+        counts in its own threads as it would the whole text."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size or BPE_DEFAULT_VOCAB, show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator([text], trainer)
+        tok.train_from_iterator([text] if isinstance(text, str) else text, trainer)
         return cls(tok, vocab_size or BPE_DEFAULT_VOCAB)
 
     @classmethod
@@ -115,15 +179,10 @@ class BPETokenizer(TokenList):
     def unknown(self, text):
         return []
 
-    def pieces(self, text):
-        """Token ids and the characters each covers: a character split over several tokens (its UTF-8 bytes)
-        counts for the first, so the counts add up to len(text)."""
-        encoding = self.hf.encode(text)
-        chars, covered = [], 0
-        for _, end in encoding.offsets:
-            chars.append(max(0, end - covered))
-            covered = max(covered, end)
-        return encoding.ids, chars
+    def encode_pieces(self, pieces):
+        """Ids of the pieces, encoded together by tokenizers' batch API in its own threads."""
+        encodings = self.hf.encode_batch_fast(list(pieces))
+        return np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64), None
 
     def encode(self, text):
         return self.hf.encode(text).ids
@@ -135,14 +194,23 @@ class BPETokenizer(TokenList):
         return {"kind": self.kind, "vocab_size": self.vocab_size, "bpe": self.hf.to_str()}
 
 
-def train_tokenizer(config, text, train_text):
-    """The tokenizer --data.tokenizer names: char from the whole text's alphabet, word and bpe from the training
-    split alone."""
-    if config.tokenizer == "char":
-        return CharTokenizer(sorted(set(text)))
-    if config.tokenizer == "word":
-        return WordTokenizer.train(train_text, config.vocab_size)
-    return BPETokenizer.train(train_text, config.vocab_size)
+def byte_level_alphabet():
+    """byte -> the character that stands for it in byte-level BPE's tokens (GPT-2's table: printable Latin-1 bytes
+    are themselves, the others take the characters from U+0100 on, in byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
+                 *range(ord("\xae"), ord("\xff") + 1)]
+    others = [b for b in range(BYTES) if b not in printable]
+    return {**{b: chr(b) for b in printable}, **{b: chr(BYTES + i) for i, b in enumerate(others)}}
+
+
+def train_tokenizer(kind, vocab_size, alphabet, train_pieces):
+    """The tokenizer --data.tokenizer names: char from the whole text's alphabet (sorted characters), word and bpe
+    from the training split's pieces alone (an iterator over cut_pieces' lists)."""
+    if kind == "char":
+        return CharTokenizer(alphabet)
+    if kind == "word":
+        return WordTokenizer.train(train_pieces, vocab_size)
+    return BPETokenizer.train(train_pieces, vocab_size)
 
 
 def from_dict(saved, tokens, source):

@@ -35,7 +35,7 @@ import time
 
 import torch
 
-from mingpt.bench import matmul_peak_flops
+from mingpt.bench import matmul_peak_flops, run_measured
 from mingpt.model import GPT
 from mingpt.run import config_from_flags
 from mingpt.utils import at_least, check_script_args, machine_info
@@ -51,19 +51,6 @@ def launcher(processes):
     if processes == 1:
         return [sys.executable]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-
-
-def run_measured(command, cwd=None, env=None):
-    """Run `command`; return its stdout and the peak RSS (MiB) of the largest of it and its children."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=errors, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the child's, or its largest child's (KiB on Linux)
-        if os.waitstatus_to_exitcode(status):
-            errors.seek(0)
-            sys.exit(f"{' '.join(command[:3])} ... failed: {errors.read().strip()[-2000:]}")
-        out.seek(0)
-        return out.read(), usage.ru_maxrss / 1024
 
 
 def chargpt(flags, processes, threads, iters, warmup):

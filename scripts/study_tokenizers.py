@@ -29,7 +29,7 @@ PROMPT = "O God, O God!"
 def measure(label, trainer):
     """The row of final.csv for one trained run."""
     data, logs = trainer.train_dataset, trainer.logs
-    chars_per_token = int(data.chars["val"].sum()) / len(data.splits["val"])
+    chars_per_token = data.characters("val") / len(data.splits["val"])
     unknown, total = data.unknown_rate("val")
     train_tokens_per_s = median_after_warmup(logs["tokens_per_s"])
     prompt = torch.tensor([data.vocab.encode(PROMPT)])

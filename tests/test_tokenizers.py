@@ -34,19 +34,32 @@ def bpe():
     return BPETokenizer.train(CORPUS, 300)
 
 
+def chars_from_offsets(offsets):
+    """The characters each token covers from tokenizers' own character offsets: a character split over several
+    tokens (its UTF-8 bytes) counts for the first."""
+    chars, covered = [], 0
+    for _, end in offsets:
+        chars.append(max(0, end - covered))
+        covered = max(covered, end)
+    return chars
+
+
 @pytest.mark.parametrize("text", UNICODE)
 def test_bpe_round_trip_on_any_unicode(bpe, text):
-    """Trained on ASCII Shakespeare-like text, it still encodes every UTF-8 text losslessly (byte-level)."""
+    """Trained on ASCII Shakespeare-like text, it still encodes every UTF-8 text losslessly (byte-level), and the
+    per-id table of characters (lead bytes) agrees with tokenizers' offsets."""
     assert bpe.decode(bpe.encode(text)) == text
-    ids, chars = bpe.pieces(text)
-    assert ids == bpe.encode(text) and sum(chars) == len(text) and all(c >= 0 for c in chars)
+    ids, _ = bpe.encode_pieces([text])
+    assert ids.tolist() == bpe.encode(text)
+    chars = bpe.chars_per_id[ids].tolist()
+    assert chars == chars_from_offsets(bpe.hf.encode(text).offsets) and sum(chars) == len(text)
 
 
 def test_bpe_learns_merges_up_to_its_size(bpe):
     assert 256 < len(bpe) <= 300
     assert len(bpe.encode(CORPUS[:2000])) < 0.7 * 2000  # merges make tokens longer than one byte
-    ids, chars = bpe.pieces(CORPUS[:2000])  # ASCII: a token covers as many characters as it decodes to
-    assert chars == [len(bpe.decode([i])) for i in ids]
+    ids = bpe.encode(CORPUS[:2000])  # ASCII: a token covers as many characters as it decodes to
+    assert bpe.chars_per_id[ids].tolist() == [len(bpe.decode([i])) for i in ids]
 
 
 def test_word_round_trip_and_pieces():
@@ -55,7 +68,7 @@ def test_word_round_trip_and_pieces():
     ids = tokenizer.encode(text)
     assert tokenizer.decode(ids) == text and UNK not in tokenizer.decode(ids)
     assert [tokenizer.tokens[i] for i in ids][:5] == ["the", " ", "king", ",", " "]
-    assert tokenizer.pieces(text)[1] == [len(tokenizer.tokens[i]) for i in ids]
+    assert tokenizer.encode_pieces([text])[1].tolist() == [len(tokenizer.tokens[i]) for i in ids]
     assert "\n\n  " in tokenizer.tokens and "\n\n" not in tokenizer.tokens  # a whitespace run is one token
 
 

@@ -1,0 +1,175 @@
+"""
+The data layer's cost past tiny-shakespeare (mingpt/token_cache.py): corpora made of tiny-shakespeare's lines in
+a seeded shuffle at each size, tokenized into a fresh token cache by each tokenizer (build time, MB/s, peak RSS of
+the building process), then a run of `python chargpt.py` on the cached corpus (time from its start to its first
+step, peak RSS) beside the same run on tiny-shakespeare; with --nanogpt, nanoGPT's shakespeare_char prepare.py on
+the 100 MB corpus, run where this script puts it (never copied into this project); with --torchrun, a
+two-process torchrun on the smallest corpus with an empty cache, and how many entries it built.
+
+    python scripts/bench_data.py                                    # 10 MB, 100 MB, 1 GB; char, word, bpe
+    python scripts/bench_data.py --sizes-mb 10 100 --tokenizers char --nanogpt ../nanoGPT --torchrun
+
+The corpora and caches go to --work (out/bench_data, ignored by git) and are removed at the end unless --keep.
+Peak RSS is the process's own ru_maxrss (torch's import alone is some 230 MB of it).
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from mingpt.bench import run_measured
+from mingpt.tokenizer import TOKENIZERS
+from mingpt.utils import at_least, check_script_args, machine_info, save_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHARGPT = os.path.join(ROOT, "chargpt.py")
+MB = 1_000_000
+BUILD = "import sys; from mingpt.run import get_config; from mingpt.data import CharDataset; c = get_config(); " \
+        "c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
+RUN_FLAGS = ["--trainer.max_iters=1", "--trainer.eval_iters=1", "--trainer.sample_interval=0",
+             "--trainer.log_interval=1", "--system.wandb=disabled"]
+
+
+def make_corpus(source, path, size_mb, seed):
+    """size_mb million characters of `source`'s lines, shuffled again each time they run out."""
+    with open(source, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    rng, left = random.Random(seed), size_mb * MB
+    with open(path, "w", encoding="utf-8") as f:
+        while left > 0:
+            rng.shuffle(lines)
+            text = "".join(lines)[:left]
+            f.write(text)
+            left -= len(text)
+
+
+def build(corpus, cache, tokenizer):
+    """(seconds the build says it took, peak RSS MiB of the process)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    out, rss = run_measured([sys.executable, "-c", BUILD, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
+                             f"--data.tokenizer={tokenizer}"], cwd=ROOT)
+    return float(re.search(r"built in ([\d.]+) s", out).group(1)), rss
+
+
+def first_step(corpus, cache, tokenizer, work_dir, repeats):
+    """(median seconds from the start of `python chargpt.py` to its first iteration's line, median peak RSS MiB)
+    over `repeats` runs."""
+    runs = [one_run(corpus, cache, tokenizer, work_dir) for _ in range(repeats)]
+    return statistics.median(s for s, _ in runs), statistics.median(rss for _, rss in runs)
+
+
+def one_run(corpus, cache, tokenizer, work_dir):
+    shutil.rmtree(work_dir, ignore_errors=True)
+    command = [sys.executable, CHARGPT, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
+               f"--data.tokenizer={tokenizer}", f"--system.work_dir={work_dir}", *RUN_FLAGS]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            stdin=subprocess.DEVNULL)
+    seconds = None
+    for line in proc.stdout:
+        if seconds is None and line.startswith("iter 1:"):
+            seconds = time.perf_counter() - t0
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) or seconds is None:
+        sys.exit(f"chargpt.py on {corpus} failed: {' '.join(command)}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def nanogpt_prepare(folder, corpus, work):
+    """(seconds, peak RSS MiB) of nanoGPT's data/shakespeare_char/prepare.py on `corpus`: it reads input.txt and
+    writes beside itself, so it runs from a folder of its own with input.txt linked to the corpus."""
+    where = os.path.join(work, "nanogpt_prepare")
+    shutil.rmtree(where, ignore_errors=True)
+    os.makedirs(where)
+    shutil.copyfile(os.path.join(folder, "data", "shakespeare_char", "prepare.py"), os.path.join(where, "prepare.py"))
+    os.symlink(os.path.abspath(corpus), os.path.join(where, "input.txt"))
+    t0 = time.perf_counter()
+    _, rss = run_measured([sys.executable, "prepare.py"], cwd=where)
+    return time.perf_counter() - t0, rss
+
+
+def torchrun_builds(corpus, cache, work_dir):
+    """How many cache entries a two-process torchrun builds in an empty cache, and which local rank built."""
+    shutil.rmtree(cache, ignore_errors=True)
+    run_measured([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", CHARGPT,
+                  f"--data.input_file={corpus}", f"--data.cache_dir={cache}", f"--system.work_dir={work_dir}",
+                  "--model.n_layer=2", "--model.n_embd=48", "--trainer.batch_size=8", *RUN_FLAGS],
+                 cwd=ROOT, env={"OMP_NUM_THREADS": "1"})
+    names = os.listdir(cache)
+    with open(os.path.join(cache, names[0], "manifest.json")) as f:
+        return names, json.load(f)["built_by"]["local_rank"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes-mb", type=int, nargs="+", default=[10, 100, 1000], help="corpus sizes in MB")
+    parser.add_argument("--tokenizers", nargs="+", default=list(TOKENIZERS), choices=TOKENIZERS)
+    parser.add_argument("--source", default=os.path.join(ROOT, "input.txt"), help="tiny-shakespeare")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the lines' shuffle")
+    parser.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT: time its prepare.py on the 100 MB corpus")
+    parser.add_argument("--torchrun", action="store_true", help="count the builds of a two-process torchrun")
+    parser.add_argument("--work", default=os.path.join(ROOT, "out", "bench_data"))
+    parser.add_argument("--repeats", type=int, default=3, help="runs per first-step figure (the median)")
+    parser.add_argument("--keep", action="store_true", help="keep the corpora and caches")
+    args = parser.parse_args(argv)
+    check_script_args(args, sizes_mb=at_least(1), repeats=at_least(1))
+    if not os.path.isfile(args.source):
+        print(f"error: --source={args.source} is not a file; put tiny-shakespeare there", file=sys.stderr)
+        sys.exit(2)
+    if args.nanogpt and not os.path.isfile(os.path.join(args.nanogpt, "data", "shakespeare_char", "prepare.py")):
+        print(f"error: --nanogpt={args.nanogpt} is not a nanoGPT checkout (no data/shakespeare_char/prepare.py)",
+              file=sys.stderr)
+        sys.exit(2)
+    os.makedirs(args.work, exist_ok=True)
+    print(machine_info())
+    cache, runs = os.path.join(args.work, "cache"), os.path.join(args.work, "run")
+    results = {"machine": machine_info(), "builds": [], "runs": [], "nanogpt": None, "torchrun": None}
+    baseline = {}
+    for tokenizer in args.tokenizers:
+        one_run(args.source, os.path.join(args.work, "cache_tiny"), tokenizer, runs)  # builds its cache
+        baseline[tokenizer] = first_step(args.source, os.path.join(args.work, "cache_tiny"), tokenizer, runs,
+                                         args.repeats)
+        results["runs"].append({"corpus": "tiny-shakespeare", "tokenizer": tokenizer, "first_step_s":
+                                baseline[tokenizer][0], "rss_mib": baseline[tokenizer][1]})
+    print("| corpus | tokenizer | build s | MB/s | build peak RSS MiB | first step s (tiny: s) | run RSS MiB "
+          "(tiny: MiB) |\n|---|---|---|---|---|---|---|")
+    for size in args.sizes_mb:
+        corpus = os.path.join(args.work, f"corpus_{size}mb.txt")
+        make_corpus(args.source, corpus, size, args.seed)
+        for tokenizer in args.tokenizers:
+            seconds, rss = build(corpus, cache, tokenizer)
+            start_s, run_rss = first_step(corpus, cache, tokenizer, runs, args.repeats)
+            results["builds"].append({"size_mb": size, "tokenizer": tokenizer, "build_s": seconds,
+                                      "mb_per_s": size / seconds, "rss_mib": rss})
+            results["runs"].append({"corpus": f"{size} MB", "tokenizer": tokenizer, "first_step_s": start_s,
+                                    "rss_mib": run_rss})
+            tiny_s, tiny_rss = baseline[tokenizer]
+            print(f"| {size} MB | {tokenizer} | {seconds:.1f} | {size / seconds:.1f} | {rss:.0f} | {start_s:.2f} "
+                  f"({tiny_s:.2f}) | {run_rss:.0f} ({tiny_rss:.0f}) |", flush=True)
+        if args.nanogpt and size == 100:
+            seconds, rss = nanogpt_prepare(args.nanogpt, corpus, args.work)
+            results["nanogpt"] = {"size_mb": size, "seconds": seconds, "rss_mib": rss}
+            print(f"| {size} MB | nanoGPT prepare.py | {seconds:.1f} | {size / seconds:.1f} | {rss:.0f} | | |",
+                  flush=True)
+        if args.torchrun and size == min(args.sizes_mb):
+            names, rank = torchrun_builds(corpus, cache, runs)
+            results["torchrun"] = {"size_mb": size, "entries": names, "built_by_local_rank": rank}
+            print(f"torchrun, 2 processes, {size} MB, empty cache: {len(names)} entry built, by local rank {rank}")
+        if not args.keep:
+            os.unlink(corpus)
+    save_json(results, os.path.join(args.work, "results.json"))
+    if not args.keep:
+        for folder in (cache, runs, os.path.join(args.work, "cache_tiny"), os.path.join(args.work, "nanogpt_prepare")):
+            shutil.rmtree(folder, ignore_errors=True)
+    print(f"results: {os.path.join(args.work, 'results.json')}")
+
+
+if __name__ == "__main__":
+    main()
