@@ -11,6 +11,7 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_settings.py      every setting's declared type and range: one line per bad value, before any write
     tests/test_data.py          the corpus, vocabulary, split and batches
     tests/test_tokenizers.py    char, word and BPE tokenizers: round trips, bits per character, their checkpoints
+    tests/test_token_cache.py   the token cache and the corpus: ids against the whole text, folders, rebuilds
     tests/test_training.py      training, run files, checkpoints, exact resume, context extension, atomic writes
     tests/test_checkpoints.py   malformed checkpoints and refused writes: one line, the previous files intact
     tests/test_lifecycle.py     Ctrl-C, resuming with a changed schedule, repaired logs, the sample command

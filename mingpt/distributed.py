@@ -40,7 +40,7 @@ class Processes:
         process checks the GPU count, so that rank 0 says what is wrong before any process waits for the others."""
         if self.launched and torch.device(device).type == "cuda":
             gpus = torch.cuda.device_count()
-            if self.local_world_size > gpus:
+            if 0 < gpus < self.local_world_size:  # no GPU at all: the device setting's own check says so
                 raise UserError(f"torchrun started {self.local_world_size} processes on this machine, which has "
                                 f"{gpus} GPU(s): one process per GPU; use --nproc_per_node={gpus} or fewer")
             return f"cuda:{self.local_rank}"
