@@ -21,7 +21,7 @@ import os
 
 from mingpt.model import GPT, mlp_hidden_size
 from mingpt.run import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
-from mingpt.tokenizer import UNK, WORD_PIECES
+from mingpt.tokenizer import UNK
 from mingpt.utils import UserError, check_writable_folder
 
 
@@ -77,6 +77,12 @@ def hf_state_dict(state):
     return renamed
 
 
+# WORD_PIECES for the Oniguruma regexes of `tokenizers`, where \w also takes combining marks and \s leaves out the
+# separators \x1c-\x1f that Python counts as whitespace: Python's classes written out, which cut every character
+# that Python's Unicode database assigns as WORD_PIECES does
+WORD_PIECES_ONIGURUMA = r"[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s\x1c-\x1f]|[\s\x1c-\x1f]+"
+
+
 def hf_tokenizer(tokenizer, block_size):
     """The run's tokenizer as a transformers tokenizer over a `tokenizers` Tokenizer: a BPE run's own; for char and
     word, their token list as a WordLevel vocabulary behind a pre-tokenizer that cuts text where ours does (every
@@ -89,7 +95,7 @@ def hf_tokenizer(tokenizer, block_size):
         vocab = {token: i for i, token in enumerate(tokenizer.tokens)}
         # a character outside a char vocabulary is an error for ours, and for WordLevel without its unk token
         tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK if tokenizer.kind == "word" else None))
-        pattern = r"[\s\S]" if tokenizer.kind == "char" else WORD_PIECES.pattern
+        pattern = r"[\s\S]" if tokenizer.kind == "char" else WORD_PIECES_ONIGURUMA
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
         tok.decoder = decoders.Fuse()
     # transformers' clean-up would remove the space before punctuation that the text has
