@@ -294,9 +294,9 @@ class GPT(nn.Module):
         C.set("mlp", "gelu", "MLP: GPT-2's gelu, or LLaMA's swiglu, down(silu(gate(x)) * up(x))", choices=MLPS)
         C.set("mlp_hidden", None, "MLP hidden width (None: 4 * n_embd for gelu, 8/3 * n_embd rounded up to a "
               "multiple of 64 for swiglu)", kind=int, check=at_least(1))
-        C.set("bias", True, "biases in every Linear and LayerNorm (rmsnorm has none)")
-        C.set("preset", "gpt", "a model family's choices in one flag: gpt (these defaults) or llama (" +
-              ", ".join(f"{k}={v}" for k, v in LLAMA.items()) + "); a flag given beside it wins",
+        C.set("bias", True, "biases in the blocks' Linear layers and in the LayerNorms (rmsnorm has none)")
+        C.set("preset", "gpt", "a model family's choices in one flag: gpt (minGPT's, the defaults) or llama (" +
+              ", ".join(f"{k}={v}" for k, v in LLAMA.items()) + "); a flag given beside it wins, wherever it stands",
               choices=("gpt", "llama"), expands={"gpt": {k: getattr(C, k) for k in LLAMA}, "llama": LLAMA})
         C.set("rnn_activation", "slide", "recurrent models' hidden activation", choices=("slide", "tanh"))
         C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed",

@@ -133,6 +133,7 @@ def test_tokenizer_encodes_and_decodes_as_ours(runs, name):
         assert tokenizer.unknown(TEXTS["word"][2]) and 0 in tokenizer.encode(TEXTS["word"][2])  # <unk> was met
 
 
+@pytest.mark.slow  # a regex over 2 x 280,000 characters, three times
 def test_word_pieces_cut_alike_on_every_assigned_character():
     """The exported word pre-tokenizer against WORD_PIECES on every character Python's Unicode database assigns,
     each between word, whitespace and punctuation neighbours, so that a character in another class shows."""
