@@ -12,6 +12,8 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_training.py    training, run files, checkpoints, exact resume, context extension, atomic writes
     tests/test_positions.py   RoPE, sinusoidal and learned position tables
     tests/test_attention.py   grouped-query and sliding-window attention, causality, dropout, probes
+    tests/test_llama.py       RMSNorm, SwiGLU, no biases and --model.preset=llama
+    tests/test_export.py      the export to Hugging Face transformers against its Llama / Mistral
     tests/test_generation.py  the KV cache, generation past block_size, top-k / top-p sampling
     tests/test_rnn.py         the Elman RNN and the bidirectional RNN language models
     tests/test_cli.py         chargpt.py end to end on the real corpus (slow), the sample command
