@@ -114,7 +114,7 @@ class CausalSelfAttention(nn.Module):
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
         self.probe = False
         self.probe_reading = None
-        self._stacked = None  # (what it was made from, weight, bias): see qkv_projection
+        self._stacked = None  # (what it was made from, weight, bias if any): see qkv_projection
 
     def qkv_projection(self):
         """q_proj, k_proj and v_proj stacked into one (weight, bias), or (weight,) without biases, so that one
@@ -122,8 +122,9 @@ class CausalSelfAttention(nn.Module):
         autograd splits back in the backward; without (decoding, evaluation) the stack is kept until a weight moves
         or changes."""
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        parts = [[p.weight for p in projections]] + ([[p.bias for p in projections]] if self.q_proj.bias is not None
-                                                     else [])
+        parts = [[p.weight for p in projections]]
+        if self.q_proj.bias is not None:
+            parts.append([p.bias for p in projections])
         if torch.is_grad_enabled():
             return tuple(torch.cat(tensors) for tensors in parts)
         made_from = [(t.data_ptr(), t._version) for part in parts for t in part]  # in-place updates bump _version
