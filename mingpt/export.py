@@ -19,7 +19,7 @@ there, which shifts every query and key by the same angle and leaves every score
 
 import os
 
-from mingpt.model import GPT, mlp_hidden_size
+from mingpt.model import GPT, LLAMA, mlp_hidden_size
 from mingpt.run import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
 from mingpt.tokenizer import UNK
 from mingpt.utils import UserError, check_writable_folder
@@ -28,7 +28,7 @@ from mingpt.utils import UserError, check_writable_folder
 def unexportable(config):
     """The settings Llama and Mistral cannot express, as (the run's flag, the flag it needs) pairs."""
     if config.model_type != "gpt":
-        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt")]
+        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt --model.preset=llama")]
     pos_emb = config.pos_emb or ("none" if config.rope else "learned")
     wanted = [("norm", config.norm, "rmsnorm"), ("mlp", config.mlp, "swiglu"), ("bias", config.bias, False),
               ("pos_emb", pos_emb, "none"), ("rope", config.rope, True)]
@@ -41,8 +41,10 @@ def check_exportable(config, source):
     problems = unexportable(config)
     if problems:
         has, needs = zip(*problems)
-        raise UserError(f"{source} cannot be exported: Llama and Mistral have no {' '.join(has)}; train with "
-                        f"{' '.join(needs)} (--model.preset=llama sets the block's)")
+        preset = all(flag.split("=")[0].removeprefix("--model.") in LLAMA for flag in needs)
+        raise UserError(f"{source} cannot be exported: Hugging Face's Llama and Mistral cannot compute "
+                        f"{' '.join(has)}; train with {' '.join(needs)}"
+                        f"{' (--model.preset=llama sets them all)' if preset else ''}")
 
 
 def hf_config(config, rope_base):
