@@ -94,6 +94,20 @@ def test_logits_equal_ours(runs, name, attn_implementation):
 
 
 @pytest.mark.slow  # the runs fixture trains four models
+def test_window_one_token_off_would_show(runs):
+    """The logits comparison sees the window's edge: Mistral with a window of w // 2 or w // 2 + 2 tokens (one
+    earlier token fewer or more than ours) gives other logits."""
+    run, folder = runs["gqa_window"]
+    model, _ = ours(run)
+    x = torch.randint(model.lm_head.out_features, (2, BLOCK), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, _ = model(x)
+        for sliding_window in (3, 6):  # ours, w = 8, is 5
+            hf = transformers.AutoModelForCausalLM.from_pretrained(folder, sliding_window=sliding_window).eval()
+            assert (hf(x).logits - expected).abs().max() > 1e-3
+
+
+@pytest.mark.slow  # the runs fixture trains four models
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_greedy_generation_equals_ours(runs, name):
     run, folder = runs[name]
