@@ -161,9 +161,23 @@ def test_preset_with_a_position_table_is_one_line():
     assert m.pos_emb == "learned" and m.norm == "rmsnorm"
 
 
-def test_bad_preset_is_refused():
-    with pytest.raises(UserError, match="--model.preset=mistral must be one of gpt, llama"):
-        model_settings("--model.preset=mistral").validate("model.")
+@pytest.mark.parametrize("flag, needle", [
+    ("--model.preset=mistral", "--model.preset=mistral must be one of gpt, llama"),
+    ("--model.norm=batchnorm", "--model.norm=batchnorm must be one of layernorm, rmsnorm"),
+    ("--model.mlp=relu", "--model.mlp=relu must be one of gelu, swiglu"),
+    ("--model.norm_eps=0", "--model.norm_eps=0.0 must be > 0"),
+    ("--model.mlp_hidden=0", "--model.mlp_hidden=0 must be >= 1"),
+])
+def test_bad_values_are_one_line(flag, needle):
+    with pytest.raises(UserError) as e:
+        model_settings(flag).validate("model.")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("flag", ["--model.bias=maybe", "--model.mlp_hidden=1.5"])
+def test_wrong_types_are_refused(flag):
+    with pytest.raises(UserError, match=flag.split("=")[0]):
+        model_settings(flag)
 
 
 def test_help_documents_the_preset():
