@@ -19,6 +19,8 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_wandb.py         what a run sends to wandb, read back from its offline records
     tests/test_positions.py     RoPE, sinusoidal and learned position tables
     tests/test_attention.py     grouped-query and sliding-window attention, causality, dropout, probes
+    tests/test_llama.py         RMSNorm, SwiGLU, no biases and --model.preset=llama
+    tests/test_export.py        the export to Hugging Face transformers against its Llama / Mistral
     tests/test_dropout.py       the cheap CPU dropout mask against torch's nn.Dropout
     tests/test_generation.py    the KV cache, generation past block_size, top-k / top-p sampling
     tests/test_rnn.py           the Elman RNN and the bidirectional RNN language models

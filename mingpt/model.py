@@ -6,7 +6,9 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
 - model.n_kv_head < model.n_query_head: grouped-query attention (n_kv_head = 1 is multi-query attention);
 - model.window=w: sliding-window attention, each token sees itself and the w//2 tokens before it;
 - model.pos_emb=learned|sinusoidal|none: minGPT's learned table, the fixed table of "Attention is all you
-  need", or no absolute positions at all.
+  need", or no absolute positions at all;
+- model.norm=rmsnorm, model.mlp=swiglu, model.bias=False: LLaMA's block (RMSNorm, a SwiGLU MLP, no biases);
+- model.preset=llama: all of LLaMA's choices in one flag (mingpt/export.py writes such a model for Hugging Face).
 
 The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here.
 
@@ -15,6 +17,8 @@ References:
 https://github.com/openai/gpt-2/blob/master/src/model.py
 2) RoFormer: Enhanced Transformer with Rotary Position Embedding, https://arxiv.org/abs/2104.09864
 3) GQA: Training Generalized Multi-Query Transformer Models, https://arxiv.org/abs/2305.13245
+4) Root Mean Square Layer Normalization, https://arxiv.org/abs/1910.07467
+5) GLU Variants Improve Transformer, https://arxiv.org/abs/2002.05202
 """
 
 import math
@@ -26,7 +30,7 @@ from torch.nn import functional as F
 
 from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
 from mingpt.dropout import Dropout
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, UserError, at_least, between
+from mingpt.utils import NOT_EMPTY, CfgNode as CN, UserError, above, at_least, between
 
 # -----------------------------------------------------------------------------
 
@@ -92,10 +96,11 @@ class CausalSelfAttention(nn.Module):
         self.n_query_head = config.n_query_head
         self.n_kv_head = kv_heads(config)
         self.head_dim = config.n_embd // config.n_query_head
-        self.q_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
-        self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim)
-        self.out_proj = nn.Linear(config.n_embd, config.n_embd)
+        bias = getattr(config, "bias", True)
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
+        self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
         self.rope = getattr(config, "rope", False)
         if self.rope:
             # queries and keys rotate by the same function: one module under both names, one call for both
@@ -109,18 +114,22 @@ class CausalSelfAttention(nn.Module):
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
         self.probe = False
         self.probe_reading = None
-        self._stacked = None  # (what it was made from, weight, bias): see qkv_projection
+        self._stacked = None  # (what it was made from, weight, bias if any): see qkv_projection
 
     def qkv_projection(self):
-        """q_proj, k_proj and v_proj stacked into one (weight, bias), so that one matmul makes the queries, keys
-        and values. With gradients on (training) it is stacked at every call, which autograd splits back in the
-        backward; without (decoding, evaluation) the stack is kept until a weight moves or changes."""
-        parts = [(p.weight, p.bias) for p in (self.q_proj, self.k_proj, self.v_proj)]
+        """q_proj, k_proj and v_proj stacked into one (weight, bias), or (weight,) without biases, so that one
+        matmul makes the queries, keys and values. With gradients on (training) it is stacked at every call, which
+        autograd splits back in the backward; without (decoding, evaluation) the stack is kept until a weight moves
+        or changes."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        parts = [[p.weight for p in projections]]
+        if self.q_proj.bias is not None:
+            parts.append([p.bias for p in projections])
         if torch.is_grad_enabled():
-            return tuple(torch.cat(tensors) for tensors in zip(*parts))
-        made_from = [(t.data_ptr(), t._version) for pair in parts for t in pair]  # in-place updates bump _version
+            return tuple(torch.cat(tensors) for tensors in parts)
+        made_from = [(t.data_ptr(), t._version) for part in parts for t in part]  # in-place updates bump _version
         if self._stacked is None or self._stacked[0] != made_from:
-            self._stacked = (made_from, *(torch.cat(tensors) for tensors in zip(*parts)))
+            self._stacked = (made_from, *(torch.cat(tensors) for tensors in parts))
         return self._stacked[1:]
 
     def new_cache(self, context):
@@ -153,21 +162,73 @@ class GroupedQueryAttention(CausalSelfAttention):
     It is the same module as CausalSelfAttention, named for what it does when n_kv_head < n_query_head."""
 
 
+class RMSNorm(nn.Module):
+    """LLaMA's normalisation (Zhang and Sennrich): x / sqrt(mean(x^2) + eps) * weight over the last dimension, a
+    LayerNorm without the mean subtracted and without a bias."""
+
+    def __init__(self, n_embd, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_embd))
+
+    def forward(self, x):
+        # in fp32 as autocast runs LayerNorm, then cast back before the weight, as Hugging Face's LlamaRMSNorm does
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+def norm_layer(config):
+    """The normalisation --model.norm names; a LayerNorm has a bias unless --model.bias=False."""
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+def mlp_hidden_size(config):
+    """--model.mlp_hidden, else 4 * n_embd for gelu and, for swiglu, 2/3 of that rounded up to a multiple of 64
+    (LLaMA's rule): SwiGLU has three matrices where GELU has two, so the parameters stay about the same."""
+    if config.mlp_hidden is not None:
+        return config.mlp_hidden
+    return -(-8 * config.n_embd // (3 * 64)) * 64 if config.mlp == "swiglu" else 4 * config.n_embd
+
+
+def gelu_mlp(config):
+    """GPT-2's MLP: c_proj(gelu(c_fc(x)))."""
+    hidden = mlp_hidden_size(config)
+    return nn.Sequential(OrderedDict(
+        c_fc=nn.Linear(config.n_embd, hidden, bias=config.bias),
+        act=nn.GELU(approximate="tanh"),  # minGPT's NewGELU
+        c_proj=nn.Linear(hidden, config.n_embd, bias=config.bias),
+        dropout=Dropout(config.resid_pdrop),
+    ))
+
+
+class SwiGLU(nn.Module):
+    """LLaMA's MLP (Shazeer, GLU variants): down(silu(gate(x)) * up(x)), the names Hugging Face's Llama uses."""
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = mlp_hidden_size(config)
+        self.gate_proj = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.up_proj = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.down_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = Dropout(config.resid_pdrop)
+
+    def forward(self, x):
+        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+
+
 class Block(nn.Module):
     """ an unassuming Transformer block """
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.ln_1 = norm_layer(config)
         self.attn = GroupedQueryAttention(config) if kv_heads(config) < config.n_query_head \
             else CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd)
-        self.mlp = nn.Sequential(OrderedDict(
-            c_fc=nn.Linear(config.n_embd, 4 * config.n_embd),
-            act=nn.GELU(approximate="tanh"),  # minGPT's NewGELU
-            c_proj=nn.Linear(4 * config.n_embd, config.n_embd),
-            dropout=Dropout(config.resid_pdrop),
-        ))
+        self.ln_2 = norm_layer(config)
+        self.mlp = SwiGLU(config) if config.mlp == "swiglu" else gelu_mlp(config)
 
     def forward(self, x, cache=None):
         x = x + self.attn(self.ln_1(x), cache)
@@ -178,6 +239,9 @@ class Block(nn.Module):
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "none")
 GQA_SCORES = ("per_head", "group_sum")
 MODEL_TYPES = ("gpt", "rnn", "birnn_invalid", "birnn_prefix")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+LLAMA = dict(rope=True, pos_emb="none", norm="rmsnorm", mlp="swiglu", bias=False)  # what --model.preset=llama sets
 PROBABILITY = between(0, 1, high_open=True)
 
 
@@ -246,6 +310,20 @@ class GPT(nn.Module):
               choices=tuple(IMPLEMENTATIONS), used=is_gpt)
         C.set("gqa_scores", "per_head", "per_head: LLaMA's GQA; group_sum: the writeup's summed group scores",
               choices=GQA_SCORES, used=is_gpt)
+        C.set("norm", "layernorm", "normalisation before attention, MLP and head: layernorm, or LLaMA's rmsnorm",
+              choices=NORMS, used=is_gpt)
+        C.set("norm_eps", 1e-5, "epsilon the norms add to the variance (rmsnorm: mean square)", check=above(0),
+              used=is_gpt)
+        C.set("mlp", "gelu", "MLP: GPT-2's gelu, or LLaMA's swiglu, down(silu(gate(x)) * up(x))", choices=MLPS,
+              used=is_gpt)
+        C.set("mlp_hidden", None, "MLP hidden width (None: 4 * n_embd for gelu, 8/3 * n_embd rounded up to a "
+              "multiple of 64 for swiglu)", kind=int, check=at_least(1), used=is_gpt)
+        C.set("bias", True, "biases in the blocks' Linear layers and in the LayerNorms (rmsnorm has none)",
+              used=is_gpt)
+        C.set("preset", "gpt", "a model family's choices in one flag: gpt (minGPT's, the defaults) or llama (" +
+              ", ".join(f"{k}={v}" for k, v in LLAMA.items()) + "); a flag given beside it wins, wherever it stands",
+              choices=("gpt", "llama"), expands={"gpt": {k: getattr(C, k) for k in LLAMA}, "llama": LLAMA},
+              used=is_gpt)
         C.set("rnn_activation", "slide", "recurrent models' hidden activation", choices=("slide", "tanh"),
               used=is_recurrent)
         C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed",
@@ -264,7 +342,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=Dropout(config.embd_pdrop),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd),
+            ln_f=norm_layer(config),
         ))
         if self.pos_emb == "learned":
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
@@ -275,7 +353,7 @@ class GPT(nn.Module):
         # init all weights, and apply a special scaled init to the residual projections, per GPT-2 paper
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():
-            if pn.endswith("c_proj.weight") or pn.endswith("out_proj.weight"):
+            if pn.endswith(("c_proj.weight", "out_proj.weight", "down_proj.weight")):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     def num_params(self):
@@ -290,7 +368,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
         elif isinstance(module, nn.LayerNorm):
-            torch.nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
             torch.nn.init.ones_(module.weight)
 
     def configure_optimizers(self, train_config):

@@ -186,12 +186,13 @@ NOT_EMPTY = Check("a non-empty string", lambda v: v != "")
 
 
 class Setting:
-    """What one setting may hold: its type, whether None is allowed, its choices and its check; its default, and
-    `used`, whether the node's other settings make the program read it (None: always)."""
+    """What one setting may hold: its type, whether None is allowed, its choices and its check; its default;
+    `used`, whether the node's other settings make the program read it (None: always); for a preset, what each of
+    its values sets."""
 
-    def __init__(self, kind, nullable, choices, check, default=None, used=None):
+    def __init__(self, kind, nullable, choices, check, default=None, used=None, expands=None):
         self.kind, self.nullable, self.choices, self.check = kind, nullable, choices, check
-        self.default, self.used = default, used
+        self.default, self.used, self.expands = default, used, expands
 
     def describe(self):
         """The range or choices for --help, e.g. 'cosine | constant' or '>= 1'."""
@@ -245,19 +246,30 @@ class CfgNode:
         self.__dict__["_rules"] = []
         self.__dict__.update(kwargs)
 
-    def set(self, key, default, doc, *, kind=None, choices=None, check=None, nullable=None, used=None):
+    def set(self, key, default, doc, *, kind=None, choices=None, check=None, nullable=None, used=None,
+            expands=None):
         """Declare a setting. kind: its type (default: the default's type; give it when the default is None);
         choices: the values it may take; check: a Check its values must pass; nullable: whether None is allowed
         (default: when the default is None); used: node -> whether the program reads the setting with the node's
-        other values (default: always), for `ignored`."""
+        other values (default: always), for `ignored`; expands: makes it a preset, {value: {other setting: its
+        value}}, which merging flags or a dict applies to the settings of this node that are not given beside it."""
         kind = kind or (type(default) if default is not None else type(choices[0]) if choices else None)
         if kind is None:
             raise TypeError(f"setting {key}: give kind= when the default is None")
         setattr(self, key, default)
         self._doc[key] = doc
         self._spec[key] = Setting(kind, default is None if nullable is None else nullable, choices, check, default,
-                                  used)
+                                  used, expands)
         return self
+
+    def _expand_presets(self, given):
+        """Apply the presets among the `given` keys of this node to the settings not given."""
+        for key in given:
+            spec = self._spec.get(key)
+            if spec is not None and spec.expands:
+                for other, value in spec.expands.get(getattr(self, key), {}).items():
+                    if other not in given:
+                        setattr(self, other, value)
 
     def derive(self, key, why, kind=int, check=None):
         """A setting the program fills in itself (e.g. from the data): a flag for it is an error saying `why`."""
@@ -341,6 +353,7 @@ class CfgNode:
                 getattr(self, k).merge_from_dict(v)
             else:
                 setattr(self, k, tuple(v) if isinstance(v, list) and self._is_tuple(k) else v)
+        self._expand_presets(d.keys())
 
     def _is_tuple(self, key):
         spec = self._spec.get(key)
@@ -348,8 +361,10 @@ class CfgNode:
 
     def merge_from_args(self, args):
         """Merge `--node.key=value` (or `node.key=value`) flags, checking each value's type; ranges, choices and
-        rules are `validate`'s. Raises UserError naming the bad flag."""
+        rules are `validate`'s. A preset sets the settings of its node that no flag gives, wherever it stands among
+        the flags. Raises UserError naming the bad flag."""
         known = [key for key, _, _ in self.flat()]
+        given = {}  # node -> the keys flags gave it
         for arg in args:
             body = arg[2:] if arg.startswith("--") else arg
             if "=" not in body:
@@ -377,6 +392,9 @@ class CfgNode:
                 value = parse_value(text)
             example = default if default is not None else kind()
             setattr(obj, leaf, coerce(key, value, example))
+            given.setdefault(obj, set()).add(leaf)
+        for obj, keys in given.items():
+            obj._expand_presets(keys)
 
     def __str__(self):
         return json.dumps(self.to_dict(), indent=2, default=str)
