@@ -2,7 +2,7 @@
 The data layer's cost past tiny-shakespeare (mingpt/token_cache.py): corpora made of tiny-shakespeare's lines in
 a seeded shuffle at each size, tokenized into a fresh token cache by each tokenizer (build time, MB/s, peak RSS of
 the building process), then a run of `python chargpt.py` on the cached corpus (time from its start to its first
-step, peak RSS) beside the same run on tiny-shakespeare; with --nanogpt, nanoGPT's shakespeare_char prepare.py on
+step, i.e. to the trainer's first line once data and model are ready; peak RSS of one iteration and an evaluation) beside the same run on tiny-shakespeare; with --nanogpt, nanoGPT's shakespeare_char prepare.py on
 the 100 MB corpus, run where this script puts it (never copied into this project); with --torchrun, a
 two-process torchrun on the smallest corpus with an empty cache, and how many entries it built.
 
@@ -59,8 +59,8 @@ def build(corpus, cache, tokenizer):
 
 
 def first_step(corpus, cache, tokenizer, work_dir, repeats):
-    """(median seconds from the start of `python chargpt.py` to its first iteration's line, median peak RSS MiB)
-    over `repeats` runs."""
+    """(median seconds from the start of `python chargpt.py` to the trainer's first line, printed once the data and
+    the model are ready, just before the first step; median peak RSS MiB of the whole run) over `repeats` runs."""
     runs = [one_run(corpus, cache, tokenizer, work_dir) for _ in range(repeats)]
     return statistics.median(s for s, _ in runs), statistics.median(rss for _, rss in runs)
 
@@ -74,7 +74,7 @@ def one_run(corpus, cache, tokenizer, work_dir):
                             stdin=subprocess.DEVNULL)
     seconds = None
     for line in proc.stdout:
-        if seconds is None and line.startswith("iter 1:"):
+        if seconds is None and line.startswith("running on device"):
             seconds = time.perf_counter() - t0
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) or seconds is None:
