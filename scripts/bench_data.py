@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import statistics
 import subprocess
@@ -51,11 +50,13 @@ def make_corpus(source, path, size_mb, seed):
 
 
 def build(corpus, cache, tokenizer):
-    """(seconds the build says it took, peak RSS MiB of the process)."""
+    """(seconds the build took, from its manifest; peak RSS MiB of the process)."""
     shutil.rmtree(cache, ignore_errors=True)
-    out, rss = run_measured([sys.executable, "-c", BUILD, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
-                             f"--data.tokenizer={tokenizer}"], cwd=ROOT)
-    return float(re.search(r"built in ([\d.]+) s", out).group(1)), rss
+    _, rss = run_measured([sys.executable, "-c", BUILD, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
+                           f"--data.tokenizer={tokenizer}"], cwd=ROOT)
+    (entry,) = os.listdir(cache)
+    with open(os.path.join(cache, entry, "manifest.json")) as f:
+        return json.load(f)["build_seconds"], rss
 
 
 def first_step(corpus, cache, tokenizer, work_dir, repeats):
@@ -151,7 +152,7 @@ def main(argv=None):
             results["runs"].append({"corpus": f"{size} MB", "tokenizer": tokenizer, "first_step_s": start_s,
                                     "rss_mib": run_rss})
             tiny_s, tiny_rss = baseline[tokenizer]
-            print(f"| {size} MB | {tokenizer} | {seconds:.1f} | {size / seconds:.1f} | {rss:.0f} | {start_s:.2f} "
+            print(f"| {size} MB | {tokenizer} | {seconds:.2f} | {size / seconds:.1f} | {rss:.0f} | {start_s:.2f} "
                   f"({tiny_s:.2f}) | {run_rss:.0f} ({tiny_rss:.0f}) |", flush=True)
         if args.nanogpt and size == 100:
             seconds, rss = nanogpt_prepare(args.nanogpt, corpus, args.work)

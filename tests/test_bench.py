@@ -1,6 +1,7 @@
 """scripts/bench_train.py on a tiny model: one row per variant, each in its own dtype, and figures that agree with
 each other (tokens/s is batch x block over the seconds per iteration)."""
 
+import json
 import os
 import re
 import subprocess
@@ -98,6 +99,8 @@ def test_bench_probe_reports_both_halves():
     ("bench_window.py", ["--sizes", "0"], "--sizes=0"),
     ("bench_birnn.py", ["--batch=0"], "--batch=0"),
     ("bench_birnn.py", ["--lengths", "8", "0"], "--lengths=0"),
+    ("bench_data.py", ["--sizes-mb", "1", "0"], "--sizes-mb=0"),
+    ("bench_data.py", ["--repeats=0"], "--repeats=0"),
 ])
 def test_bench_bad_counts_and_flags_are_one_line(script, args, needle):
     """Counts out of range and bad chargpt flags are named in one line before anything is measured."""
@@ -105,3 +108,21 @@ def test_bench_bad_counts_and_flags_are_one_line(script, args, needle):
                           capture_output=True, text=True, timeout=120, env=checkout_env(), stdin=subprocess.DEVNULL)
     assert_one_line_error(proc, needle)
     assert proc.stdout == ""
+
+
+def test_bench_data_builds_then_runs(tmp_path, text_file):
+    """scripts/bench_data.py on a 1 MB corpus: the build's row, and the entry its run then used (one per cache)."""
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_data.py"), "--sizes-mb", "1",
+                           "--tokenizers", "char", "--repeats", "1", f"--source={text_file}", f"--work={work}",
+                           "--keep"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=checkout_env(),
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith("| 1 MB | char |") for line in proc.stdout.splitlines())
+    with open(work / "results.json") as f:
+        (build,) = json.load(f)["builds"]
+    assert build["build_s"] > 0 and build["mb_per_s"] == pytest.approx(1 / build["build_s"])
+    assert os.path.getsize(work / "corpus_1mb.txt") == 1_000_000  # tiny-shakespeare-like lines, ASCII
+    entries = [n for n in os.listdir(work / "cache") if not n.startswith(".")]
+    assert len(entries) == 1 and entries[0].startswith("char-")
+
