@@ -8,14 +8,16 @@ Trains a character-level language model.
     torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/distributed.py)
 
 Flags are --node.key=value (or node.key=value) for the nodes system, data, model, trainer and sample; the defaults
-and what each does are in mingpt/run.py's get_config and the get_default_config of each part.
+and what each does are in mingpt/settings.py's get_config and the get_default_config of each part.
 """
 
 import sys
 import time
 
 from mingpt.distributed import Processes, quiet_unless
-from mingpt.run import get_config, help_text, sample, train
+from mingpt.run import train
+from mingpt.sampling import sample
+from mingpt.settings import get_config, help_text
 from mingpt.utils import UserError
 
 RANK0_GRACE_S = 5

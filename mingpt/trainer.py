@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from mingpt.distributed import Processes, micro_batch_size
+from mingpt.metrics import new_logs
 from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
 
 LR_SCHEDULES = ("cosine", "constant")
@@ -77,6 +78,14 @@ def check_schedule(config):
                         f"{config.learning_rate}; the cosine schedule decays from the peak down to min_lr")
 
 
+def decay_iters(config, saved=None):
+    """The steps over which the cosine schedule decays (what --trainer.lr_decay_iters means): the flag; else, on
+    resume, the saved run's (saved: its trainer settings; runs that did not record a decay decayed over their
+    max_iters); else max_iters."""
+    saved = saved or {}
+    return config.lr_decay_iters or saved.get("lr_decay_iters") or saved.get("max_iters") or max(1, config.max_iters)
+
+
 def check_batch_split(config):
     micro_batch_size(config.batch_size, config.grad_accum_steps, Processes().world_size)
 
@@ -123,6 +132,8 @@ class Trainer:
         """processes: this process's place among torchrun's (mingpt.distributed.Processes; one process if None).
         Under torchrun the process group is joined here and left by processes.stop()."""
         config.validate("trainer.")
+        # written out, so that config.json and a later resume see the schedule this run follows
+        config.lr_decay_iters = decay_iters(config)
         self.config = config
         self.model = model  # the plain model: its state_dict has no DistributedDataParallel prefixes
         self.train_dataset = train_dataset
@@ -157,8 +168,9 @@ class Trainer:
 
         self.iter_num = 0
         self.loss = None
-        self.metrics = {}
-        self.last_eval = None
+        self.metrics = {}  # the last iteration's, by mingpt.metrics name
+        self.last_eval = None  # the last evaluation's, by mingpt.metrics name; None when the iteration had none
+        self.logs = new_logs(self.device)  # the run's (mingpt.metrics.LOG_LISTS), filled by the run's callback
         self.stop_requested = False  # by Ctrl-C in any process, agreed on by all at the end of each step
         self.interrupted = False  # by Ctrl-C in this process
 
@@ -179,8 +191,7 @@ class Trainer:
             return C.learning_rate
         if it < C.warmup_iters:
             return C.learning_rate * (it + 1) / C.warmup_iters
-        decay_iters = C.lr_decay_iters or C.max_iters
-        progress = min(1.0, (it - C.warmup_iters) / max(1, decay_iters - C.warmup_iters))
+        progress = min(1.0, (it - C.warmup_iters) / max(1, C.lr_decay_iters - C.warmup_iters))
         return C.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (C.learning_rate - C.min_lr)
 
     def autocast(self):

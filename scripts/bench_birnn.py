@@ -11,7 +11,7 @@ import torch
 
 from mingpt.bench import best_device, time_ms
 from mingpt.model import GPT
-from mingpt.run import build_model
+from mingpt.settings import build_model
 from mingpt.utils import at_least, check_script_args, machine_info
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")

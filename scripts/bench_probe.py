@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from mingpt.run import build_model, config_from_flags
+from mingpt.settings import build_model, config_from_flags
 from mingpt.trainer import Trainer
 from mingpt.utils import at_least, check_script_args, machine_info
 

@@ -37,7 +37,7 @@ import torch
 
 from mingpt.bench import matmul_peak_flops, run_measured
 from mingpt.model import GPT
-from mingpt.run import config_from_flags
+from mingpt.settings import config_from_flags
 from mingpt.utils import at_least, check_script_args, machine_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
