@@ -79,8 +79,7 @@ def saved_model_config(ckpt, path):
 def load_state_into(model, state, source, extend_positions=False):
     """Copy `state` into `model`, naming any key or shape that does not fit. With extend_positions, a learned
     position table of another length is copied row by row; rows it lacks keep their fresh initialisation."""
-    retired = getattr(model, "RETIRED_KEYS", ())
-    state = {key: value for key, value in state.items() if key not in retired}
+    state = {key: value for key, value in state.items() if key not in model.RETIRED_KEYS}
     own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())

@@ -6,10 +6,10 @@ optimizer settings may change, and apply from the resume point on.
 
 from typing import NamedTuple
 
-from mingpt.checkpoint import load_state_into
+from mingpt.checkpoint import load_state_into, saved_model_config
 from mingpt.model import kv_heads
 from mingpt.trainer import decay_iters
-from mingpt.utils import CfgNode as CN, UserError
+from mingpt.utils import UserError
 
 OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip", "lr_schedule", "warmup_iters",
                       "lr_decay_iters", "min_lr", "batch_size")
@@ -25,7 +25,9 @@ def reconcile_resume(config, state, ckpt_path):
     """The Resume of `state` (read from ckpt_path) into the run `config` describes. Checks that the checkpoint
     continues this run (same model) and settles the schedule: unless --trainer.lr_decay_iters is given, the saved
     run's decay is kept, so a larger max_iters extends the run at min_lr instead of moving the learning rate."""
-    saved_model, model = (dict(d, n_kv_head=kv_heads(CN(**d))) for d in (state["model_config"], config.model.to_dict()))
+    # n_kv_head=None and n_kv_head=n_query_head are one model; a saved config that predates a setting has its default
+    saved_model = dict(state["model_config"], n_kv_head=kv_heads(saved_model_config(state, ckpt_path)))
+    model = dict(config.model.to_dict(), n_kv_head=kv_heads(config.model))
     if saved_model != model:
         diff = [k for k, v in model.items() if saved_model.get(k) != v]
         raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {config.system.work_dir}; "

@@ -76,7 +76,7 @@ def resolved_config(config, model, trainer):
     """The config as the run uses it ("auto" and None replaced by what they mean), plus what the run is made of:
     what config.json holds and the wandb run records."""
     resolved = config.to_dict()
-    if hasattr(model, "pos_emb"):
+    if model.pos_emb is not None:  # a GPT: what None means for its positions and key/value heads
         resolved["model"]["pos_emb"] = model.pos_emb
         resolved["model"]["n_kv_head"] = model.attention_modules()[0].n_kv_head
     resolved["trainer"].update(device=trainer.device, dtype=trainer.dtype_name)
@@ -110,9 +110,10 @@ class RunFiles:
         self.logger = WandbRun(self.config.system, resolved, self.dir, run_id=run_id)
         if self.logger.id:
             save_text(self.logger.id + "\n", os.path.join(self.dir, RUN_ID_FILE))
-        if self.logger.run and hasattr(self.model, "flops_per_token"):
-            T = self.trainer.train_dataset.get_block_size()
-            self.flops_per_iter = self.model.flops_per_token(T) * T * self.config.trainer.batch_size
+        T = self.trainer.train_dataset.get_block_size()
+        flops_per_token = self.model.flops_per_token(T)
+        if self.logger.run and flops_per_token is not None:
+            self.flops_per_iter = flops_per_token * T * self.config.trainer.batch_size
             self.peak_flops = matmul_peak_flops(self.trainer.device, self.trainer.autocast_dtype or torch.float32)
 
     def repair_logs(self):
@@ -146,8 +147,7 @@ class RunFiles:
         self.logs["samples"].append({"iter": trainer.iter_num, "text": text})
         self.save_samples()
         self.logger.log_sample(trainer.iter_num, text)
-        kv_bytes = self.model.kv_cache_bytes() if hasattr(self.model, "kv_cache_bytes") else None
-        self.logger.log({KEY["kv_cache_bytes"]: kv_bytes if config.sample.use_cache else 0,
+        self.logger.log({KEY["kv_cache_bytes"]: self.model.kv_cache_bytes() if config.sample.use_cache else 0,
                          KEY["gen_tokens_per_s"]: config.sample.max_new_tokens / seconds}, trainer.iter_num)
 
     def on_batch_end(self, trainer):

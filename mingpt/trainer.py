@@ -163,8 +163,7 @@ class Trainer:
         self.batch_generator.manual_seed(self.seed)
         if self.processes.rank:
             torch.manual_seed(self.seed + self.processes.rank)
-        if hasattr(model, "set_attention_probe"):
-            model.set_attention_probe(config.probe_attention)
+        model.set_attention_probe(config.probe_attention)
 
         self.iter_num = 0
         self.loss = None
@@ -338,8 +337,7 @@ class Trainer:
             iter_dt = time.perf_counter() - t0
             self.iter_num += 1
 
-            attn_ms, attn_mib, attn_peak_mib = model.attention_probe() if hasattr(model, "attention_probe") \
-                else (None, None, None)
+            attn_ms, attn_mib, attn_peak_mib = model.attention_probe()
             self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
                             "tokens_per_s": tokens_per_iter / iter_dt,
                             "attention_ms": attn_ms, "attention_mib": attn_mib, "attention_peak_mib": attn_peak_mib}
