@@ -15,10 +15,10 @@ import sys
 import time
 
 from mingpt.distributed import Processes, quiet_unless
+from mingpt.errors import UserError, fail
 from mingpt.run import train
 from mingpt.sampling import sample
 from mingpt.settings import get_config, help_text
-from mingpt.utils import UserError
 
 RANK0_GRACE_S = 5
 
@@ -37,12 +37,11 @@ def main(argv):
             else:
                 train(config)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
             if not main_process:
                 # torchrun stops every process once one exits: give rank 0, which fails the same checks, the time
                 # to print why before this silent one exits
                 time.sleep(RANK0_GRACE_S)
-            return 2
+            fail(e)
         except KeyboardInterrupt as e:  # a run that saved a checkpoint says where it is
             print("interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
             return 130

@@ -30,8 +30,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
+from mingpt.config import NOT_EMPTY, CfgNode as CN, above, at_least, between
 from mingpt.dropout import Dropout
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, UserError, above, at_least, between
+from mingpt.errors import UserError
 
 # -----------------------------------------------------------------------------
 

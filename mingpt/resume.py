@@ -7,9 +7,9 @@ optimizer settings may change, and apply from the resume point on.
 from typing import NamedTuple
 
 from mingpt.checkpoint import load_state_into, saved_model_config
+from mingpt.errors import UserError
 from mingpt.model import kv_heads
 from mingpt.trainer import decay_iters
-from mingpt.utils import UserError
 
 OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip", "lr_schedule", "warmup_iters",
                       "lr_decay_iters", "min_lr", "batch_size")

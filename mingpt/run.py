@@ -29,17 +29,19 @@ import torch
 
 from mingpt.bench import matmul_peak_flops
 from mingpt.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
+from mingpt.config import CfgNode as CN
 from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.data import CharDataset
 from mingpt.distributed import Processes
+from mingpt.errors import UserError
 from mingpt.metrics import EVALUATION, ITERATION, KEY, of
 from mingpt.resume import Resume, announce, reconcile_resume, restore
 from mingpt.sampling import check_prompt, sample_tokens
 from mingpt.settings import build_model, set_threads
 from mingpt.tokenizer import UNK
 from mingpt.trainer import Trainer
-from mingpt.utils import CfgNode as CN, UserError, check_temporary_folder, check_writable_folder, machine_info, \
-    remove_stale_temporaries, save_json, save_text, save_torch, set_seed
+from mingpt.utils import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
+    save_json, save_text, save_torch, set_seed
 # the names that chargpt.py, the scripts and the tests imported from here before they had their own modules
 from mingpt.checkpoint import saved_model_config  # noqa: F401
 from mingpt.sampling import sample  # noqa: F401

@@ -9,10 +9,10 @@ import sys
 import torch
 
 from mingpt.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
+from mingpt.errors import UserError
+from mingpt.measure import pick_device
 from mingpt.settings import build_model, get_config, set_threads
 from mingpt.tokenizer import UNK
-from mingpt.trainer import pick_device
-from mingpt.utils import UserError
 
 
 def check_prompt(C, tokenizer):

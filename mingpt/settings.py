@@ -4,17 +4,17 @@ part adds its own node: data, model, trainer), the --help text, the check the sc
 the model that --model.model_type names. chargpt.py, the scripts and the tests start from get_config().
 """
 
-import sys
 from functools import partial
 
 import torch
 
+from mingpt.config import NOT_EMPTY, CfgNode as CN, Check, at_least
 from mingpt.data import CharDataset
 from mingpt.distributed import micro_batch_size
+from mingpt.errors import UserError, fail
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least
 
 WANDB_MODES = ("online", "offline", "disabled")
 SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)
@@ -67,8 +67,7 @@ def config_from_flags(flags, process_counts=(1,)):
         for n in process_counts:
             micro_batch_size(config.trainer.batch_size, config.trainer.grad_accum_steps, n)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     return config
 
 

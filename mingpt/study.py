@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mingpt.bench import median_after_warmup  # noqa: E402
 from mingpt.dashboard import WandbRun  # noqa: E402
+from mingpt.errors import fail  # noqa: E402
 from mingpt.run import train  # noqa: E402
 from mingpt.sampling import sample_tokens  # noqa: E402
 from mingpt.settings import get_config  # noqa: E402
@@ -50,7 +51,7 @@ class Study:
 
     def __init__(self, name, scale, root="out/experiments", wandb=None):
         if scale not in SCALES:
-            raise SystemExit(f"--scale {scale}: choose one of {', '.join(SCALES)}")
+            fail(f"--scale {scale}: choose one of {', '.join(SCALES)}")
         self.name, self.scale = name, scale
         self.dir = os.path.join(root, name)
         self.group = f"{name}-{scale}"  # wandb's group: the scales of one study stay apart

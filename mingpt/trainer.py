@@ -18,60 +18,14 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
+from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
 from mingpt.distributed import Processes, micro_batch_size
+from mingpt.errors import UserError
+from mingpt.measure import DEVICES, device_problem, native_bf16, pick_device
 from mingpt.metrics import new_logs
-from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
 
 LR_SCHEDULES = ("cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
-DEVICES = "auto | cpu | cuda | cuda:N | mps"
-
-
-def device_problem(name):
-    """Why this machine and torch build cannot run on device `name` (None when it can)."""
-    if name == "auto":
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        return f"is not a device; use one of {DEVICES}"
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "has no CUDA" if torch.version.cuda is None else "finds no GPU"
-            return f"is not available: this torch ({torch.__version__}) {build}; use --trainer.device=cpu"
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            return f"is not available: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            return "is not available on this machine (Apple MPS); use --trainer.device=cpu"
-    elif device.type != "cpu":
-        return f"is not supported; use one of {DEVICES}"
-    return None
-
-
-def pick_device(name):
-    """The device that setting `name` (already checked by device_problem) means on this machine."""
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def native_bf16(device_type):
-    """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
-    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32
-    (the README's training benchmark measures it)."""
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        return any(getattr(torch.cpu, query, lambda: False)()
-                   for query in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return False
-
-
 def check_schedule(config):
     if config.lr_schedule == "cosine" and config.min_lr > config.learning_rate:
         raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate="
