@@ -8,15 +8,17 @@ Trains a character-level language model.
     torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/distributed.py)
 
 Flags are --node.key=value (or node.key=value) for the nodes system, data, model, trainer and sample; the defaults
-and what each does are in mingpt/run.py's get_config and the get_default_config of each part.
+and what each does are in mingpt/settings.py's get_config and the get_default_config of each part.
 """
 
 import sys
 import time
 
 from mingpt.distributed import Processes, quiet_unless
-from mingpt.run import get_config, help_text, sample, train
-from mingpt.utils import UserError
+from mingpt.errors import UserError, fail
+from mingpt.run import train
+from mingpt.sampling import sample
+from mingpt.settings import get_config, help_text
 
 RANK0_GRACE_S = 5
 
@@ -35,12 +37,11 @@ def main(argv):
             else:
                 train(config)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
             if not main_process:
                 # torchrun stops every process once one exits: give rank 0, which fails the same checks, the time
                 # to print why before this silent one exits
                 time.sleep(RANK0_GRACE_S)
-            return 2
+            fail(e)
         except KeyboardInterrupt as e:  # a run that saved a checkpoint says where it is
             print("interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
             return 130

@@ -22,17 +22,14 @@ Two implementations give the same numbers:
   time and memory grow as T * w rather than T^2.
 """
 
-import contextlib
 import math
-import os
-import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 
 from mingpt.dropout import dropped, kept_scale
+from mingpt.measure import profile_peak_memory, timed  # noqa: F401 (profile_peak_memory: its old import path)
 
 
 def attention_mask(T_q, T_k, window=0, device=None):
@@ -192,81 +189,6 @@ class KVCache:
         return 0 if self.k is None else self.k.nbytes + self.v.nbytes
 
 
-class ProbeReading:
-    """What the probe measured around one attention call: time (ms), memory (MiB) and, on CUDA, the peak above the
-    start (MiB). On CUDA the time comes from two events, read only when asked, after the training step has
-    synchronised: reading them at once would stall the GPU, and a host clock would time the launch instead."""
-
-    def __init__(self, memory_mib, time_ms=None, events=None, peak_mib=None):
-        self.memory_mib, self.peak_mib, self._time_ms, self._events = memory_mib, peak_mib, time_ms, events
-
-    @property
-    def time_ms(self):
-        if self._events is not None:
-            start, end = self._events
-            end.synchronize()
-            return start.elapsed_time(end)
-        return self._time_ms
-
-
 def timed_attend(*args, **kwargs):
-    """`attend` and a ProbeReading of it. On CUDA the memory is the course's figure, the bytes the call leaves
-    allocated (kept for backward), and the peak is the most allocated during it, both above what was allocated
-    before. A CPU allocator keeps no counters, so there the memory is the bytes of the tensors autograd saves for
-    backward (saved-tensor hooks; each storage counted once), which dominates the attention's training memory;
-    0 outside autograd (evaluation)."""
-    device = args[0].device
-    if device.type == "cuda":
-        # each allocator query builds the whole statistics dict: one before, one after
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        y = attend(*args, **kwargs)
-        end.record()
-        after = torch.cuda.memory_stats(device)
-        return y, ProbeReading((after["allocated_bytes.all.current"] - before) / 2**20, events=(start, end),
-                               peak_mib=(after["allocated_bytes.all.peak"] - before) / 2**20)
-    saved = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-    t0 = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        y = attend(*args, **kwargs)
-    return y, ProbeReading(sum(saved.values()) / 2**20, time_ms=(time.perf_counter() - t0) * 1000)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null for a moment: the only way to quiet what C++ code prints there."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def profile_peak_memory(fn, *args):
-    """Peak bytes allocated above the starting point while `fn(*args)` runs, on CPU too, where torch keeps no
-    allocator counter: torch.profiler records each op's own net allocation and the frees between ops; their
-    running sum in time order is the memory held, and its maximum is the peak."""
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
-    with native_stderr_silenced():  # the profiler's C++ side prints "USDT: profiler_start/stop" lines there
-        prof.start()
-    try:
-        fn(*args)
-    finally:
-        with native_stderr_silenced():
-            prof.stop()
-    current = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
-        peak = max(peak, current)
-    return peak
+    """`attend` and a ProbeReading of it (mingpt/measure.py's timed): what the attention probe reads."""
+    return timed(attend, *args, **kwargs)

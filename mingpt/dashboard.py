@@ -11,32 +11,16 @@ What a run sends to wandb, so that a dashboard answers the course's questions on
 - Nothing waits for a login or the network: without an API key or a netrc login the mode is offline.
 - Interrupted and failed runs finish with a non-zero exit code, so they show as crashed / failed.
 
-The metric keys are listed, with their units, in METRICS (and in the README).
+The metric keys are listed, with their units, in METRICS (declared in mingpt/metrics.py, and in the README).
 """
 
 import netrc
 import os
 import re
 
-METRICS = {  # key -> what it holds, for the README and for anyone reading a run
-    "train/loss": "training loss of the iteration's batch (nats per token: per character with data.tokenizer=char)",
-    "val/loss": "validation loss at each evaluation (nats per token); summary: best value and its step",
-    "val/bpc": "validation loss in bits per character: the evaluated tokens' nats over ln 2 x the characters they "
-               "cover (val/loss / ln 2 for characters), comparable across tokenizers",
-    "eval/train_loss": "training-split loss at each evaluation, same batches and mode as val/loss",
-    "lr": "learning rate of the iteration",
-    "perf/iter_ms": "wall time of the iteration (forward, backward, optimizer step), ms",
-    "perf/tokens_per_s": "training tokens per second of the iteration",
-    "perf/mfu": "model FLOPs utilisation: the model's training FLOPs per second over the matmul peak measured "
-                "on this device in the training dtype at start-up (0..1)",
-    "attn/time_ms": "forward time of the attention core, mean over layers, ms",
-    "attn/mem_mib": "attention core memory, mean over layers, MiB: on CUDA allocated after minus before the call; "
-                    "on a CPU the bytes of the tensors it saves for backward (saved-tensor hooks)",
-    "attn/peak_mib": "CUDA only: the most the attention core allocates during the call above what was allocated "
-                     "before it, mean over layers, MiB",
-    "gen/kv_cache_bytes": "bytes of the KV caches that generating a sample holds (batch 1)",
-    "gen/tokens_per_s": "tokens per second of generating the sample (KV cache on unless sample.use_cache=False)",
-}
+from mingpt.metrics import METRICS as DECLARED
+
+METRICS = {m.key: m.about for m in DECLARED}  # wandb key -> what it holds, for the README and anyone reading a run
 RUN_ID_FILE = "wandb_run_id.txt"
 ENVIRONMENT = {"project": "WANDB_PROJECT", "name": "WANDB_NAME", "group": "WANDB_RUN_GROUP",
                "tags": "WANDB_TAGS", "dir": "WANDB_DIR", "job_type": "WANDB_JOB_TYPE", "id": "WANDB_RUN_ID"}

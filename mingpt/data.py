@@ -9,10 +9,11 @@ tokenizes it in memory the same way.
 import numpy as np
 import torch
 
+from mingpt.config import NOT_EMPTY, CfgNode as CN, Check, at_least
 from mingpt.corpus import Corpus, TextCorpus, read_text  # noqa: F401 (read_text: the studies' entry point)
+from mingpt.errors import UserError
 from mingpt.token_cache import TokensInMemory, load as load_tokens
 from mingpt.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, CharTokenizer
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, Check, UserError, at_least
 
 
 Vocabulary = CharTokenizer  # the character vocabulary's first name

@@ -10,7 +10,8 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
 - model.norm=rmsnorm, model.mlp=swiglu, model.bias=False: LLaMA's block (RMSNorm, a SwiGLU MLP, no biases);
 - model.preset=llama: all of LLaMA's choices in one flag (mingpt/export.py writes such a model for Hugging Face).
 
-The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here.
+The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here. LanguageModel is
+the interface GPT shares with the recurrent models of mingpt/rnn.py, which the trainer and a run rely on.
 
 References:
 1) the official GPT-2 TensorFlow implementation released by OpenAI:
@@ -29,8 +30,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
+from mingpt.config import NOT_EMPTY, CfgNode as CN, above, at_least, between
 from mingpt.dropout import Dropout
-from mingpt.utils import NOT_EMPTY, CfgNode as CN, UserError, above, at_least, between
+from mingpt.errors import UserError
 
 # -----------------------------------------------------------------------------
 
@@ -92,23 +94,22 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        # settings newer than the course's config fall back to plain causal multi-head attention when absent
         self.n_query_head = config.n_query_head
         self.n_kv_head = kv_heads(config)
         self.head_dim = config.n_embd // config.n_query_head
-        bias = getattr(config, "bias", True)
+        bias = config.bias
         self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
         self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
-        self.rope = getattr(config, "rope", False)
+        self.rope = config.rope
         if self.rope:
             # queries and keys rotate by the same function: one module under both names, one call for both
             self.query_rotary_pe = RotaryPositionalEmbeddings(self.head_dim)
             self.key_rotary_pe = self.query_rotary_pe
-        self.window = getattr(config, "window", 0)
-        self.attn_impl = getattr(config, "attn_impl", "fast")
-        self.gqa_scores = getattr(config, "gqa_scores", "per_head")
+        self.window = config.window
+        self.attn_impl = config.attn_impl
+        self.gqa_scores = config.gqa_scores
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = Dropout(config.resid_pdrop)
         # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
@@ -246,9 +247,9 @@ PROBABILITY = between(0, 1, high_open=True)
 
 
 def kv_heads(config):
-    """The key/value heads per block: n_kv_head, or when it is unset (or the config predates it) one per query
-    head, multi-head attention, as minGPT's n_head is all its users set."""
-    return getattr(config, "n_kv_head", None) or config.n_query_head
+    """The key/value heads per block: n_kv_head, or when it is unset one per query head, multi-head attention,
+    as minGPT's n_head is all its users set."""
+    return config.n_kv_head or config.n_query_head
 
 
 # which settings each model type reads: a recurrent model has no attention, no residual branches and no positions
@@ -281,7 +282,59 @@ def check_heads_and_positions(config):
                         f"--model.n_query_head={config.n_query_head} is odd; change either")
 
 
-class GPT(nn.Module):
+class LanguageModel(nn.Module):
+    """What every model chargpt trains (GPT, RNNLM, BiRNNLM) offers the trainer, the run and sampling:
+    forward(idx, targets) -> (logits, loss), configure_optimizers(train_config) and stream(...) of its own, and
+    these, whose defaults are those of a model without attention, position table or KV cache."""
+
+    pos_emb = None  # absolute positions (GPT: learned, sinusoidal or none); None: the model has no such setting
+    RETIRED_KEYS = ()  # state dict entries that earlier versions saved and loading drops
+
+    def num_params(self):
+        """Every parameter, counted once (the output head and the embeddings included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def attention_modules(self):
+        return []
+
+    def set_attention_probe(self, enabled):
+        for attn in self.attention_modules():
+            attn.probe = enabled
+
+    def attention_probe(self):
+        """Mean over layers of the last call's attention time (ms), memory (MiB) and peak memory (MiB, CUDA
+        only), as timed_attend measures them; None for what was not measured (all of it while the probe is off)."""
+        readings = [a.probe_reading for a in self.attention_modules() if a.probe_reading is not None]
+
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return sum(values) / len(values) if values else None
+        return (mean(r.time_ms for r in readings), mean(r.memory_mib for r in readings),
+                mean(r.peak_mib for r in readings))
+
+    def flops_per_token(self, T):
+        """Training FLOPs per token at context T, for the MFU the run reports; None: not counted."""
+        return None
+
+    def kv_cache_bytes(self, batch=1):
+        """Bytes the KV caches of a generation of `batch` sequences hold; None: the model keeps none."""
+        return None
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
+                 use_cache=True, generator=None):
+        """
+        Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete the sequence
+        max_new_tokens times, feeding the predictions back into the model each time; returns (b, t +
+        max_new_tokens). temperature=0 or do_sample=False picks the most likely token; top_k and top_p (nucleus)
+        filter the distribution before sampling. With use_cache, each step runs only the new token against a
+        cache of keys and values; without, the whole context (the last block_size tokens) is recomputed.
+        """
+        new = list(self.stream(idx, max_new_tokens, temperature, do_sample, top_k, top_p, use_cache, generator))
+        return torch.cat([idx, *new], dim=1)
+
+
+class GPT(LanguageModel):
     """ GPT Language Model """
 
     @staticmethod
@@ -356,10 +409,6 @@ class GPT(nn.Module):
             if pn.endswith(("c_proj.weight", "out_proj.weight", "down_proj.weight")):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def num_params(self):
-        """Parameters of the transformer, as minGPT counts them (the output head is left out)."""
-        return sum(p.numel() for p in self.transformer.parameters())
-
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -406,27 +455,12 @@ class GPT(nn.Module):
     def attention_modules(self):
         return [block.attn for block in self.transformer.h]
 
-    def set_attention_probe(self, enabled):
-        for attn in self.attention_modules():
-            attn.probe = enabled
-
-    def attention_probe(self):
-        """Mean over layers of the last call's attention time (ms), memory (MiB) and peak memory (MiB, CUDA
-        only), as timed_attend measures them; None for what was not measured (all of it while the probe is off)."""
-        readings = [a.probe_reading for a in self.attention_modules() if a.probe_reading is not None]
-
-        def mean(values):
-            values = [v for v in values if v is not None]
-            return sum(values) / len(values) if values else None
-        return (mean(r.time_ms for r in readings), mean(r.memory_mib for r in readings),
-                mean(r.peak_mib for r in readings))
-
     def flops_per_token(self, T):
         """Training FLOPs (forward + backward) per token at context T, as PaLM's appendix B counts them: 6 per
         weight that multiplies (the embedding tables only look up), plus 12 * n_layer * n_embd per key a query
         reads for the scores and the weighted values (a window caps the keys at w//2 + 1)."""
         tables = [m.weight for m in (self.transformer.wte, getattr(self.transformer, "wpe", None)) if m is not None]
-        n_weights = sum(p.numel() for p in self.parameters()) - sum(t.numel() for t in tables)
+        n_weights = self.num_params() - sum(t.numel() for t in tables)
         window = self.attention_modules()[0].window
         keys = min(T, window // 2 + 1) if window else T
         return 6 * n_weights + 12 * len(self.transformer.h) * self.transformer.wte.embedding_dim * keys
@@ -462,20 +496,6 @@ class GPT(nn.Module):
             idx_next = sample_next(logits[:, -1, :], temperature, do_sample, top_k, top_p, generator)
             idx = torch.cat((idx, idx_next), dim=1)
             yield idx_next
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, do_sample=False, top_k=None, top_p=None,
-                 use_cache=True, generator=None):
-        """
-        Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete the sequence
-        max_new_tokens times, feeding the predictions back into the model each time; returns (b, t +
-        max_new_tokens). temperature=0 or do_sample=False picks the most likely token; top_k and top_p (nucleus)
-        filter the distribution before sampling. With use_cache, each step runs only the new token against a
-        cache of keys and values; without, the whole context (the last block_size tokens) is recomputed.
-        """
-        new = list(self.stream(idx, max_new_tokens, temperature, do_sample, top_k, top_p, use_cache, generator))
-        return torch.cat([idx, *new], dim=1)
-
 
 def adamw_with_decay(model, decay, train_config):
     """AdamW with weight decay on the parameters named in `decay` and none on the others."""

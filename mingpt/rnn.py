@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.dropout import Dropout
-from mingpt.model import GPT, adamw_with_decay, check_sampling, sample_next
+from mingpt.model import LanguageModel, adamw_with_decay, check_sampling, sample_next
 
 
 def slide(a):
@@ -75,9 +75,9 @@ class ElmanRNN(nn.Module):
         return (y if self.output_activation is None else self.output_activation(y)), h
 
 
-class RecurrentLM(nn.Module):
-    """What the recurrent language models share with each other and with GPT's interface: embedding, loss,
-    optimizer groups, and generation."""
+class RecurrentLM(LanguageModel):
+    """What the recurrent language models share: embedding, loss and optimizer groups (the rest of the interface,
+    generation included, is LanguageModel's)."""
 
     def __init__(self, config):
         super().__init__()
@@ -85,15 +85,10 @@ class RecurrentLM(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.drop = Dropout(config.embd_pdrop)
 
-    def num_params(self):
-        return sum(p.numel() for p in self.parameters())
-
     def configure_optimizers(self, train_config):
         """Weight decay on the recurrent and output matrices, none on biases and the embedding."""
         decay = {n for n, p in self.named_parameters() if p.dim() == 2 and not n.startswith("wte")}
         return adamw_with_decay(self, decay, train_config)
-
-    generate = GPT.generate
 
     def forward(self, idx, targets=None):
         logits = self.logits(idx)

@@ -26,7 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from mingpt.bench import median_after_warmup  # noqa: E402
 from mingpt.dashboard import WandbRun  # noqa: E402
-from mingpt.run import get_config, sample_tokens, train  # noqa: E402
+from mingpt.errors import fail  # noqa: E402
+from mingpt.run import train  # noqa: E402
+from mingpt.sampling import sample_tokens  # noqa: E402
+from mingpt.settings import get_config  # noqa: E402
 from mingpt.utils import machine_info, save_json, write_csv  # noqa: E402
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
@@ -48,7 +51,7 @@ class Study:
 
     def __init__(self, name, scale, root="out/experiments", wandb=None):
         if scale not in SCALES:
-            raise SystemExit(f"--scale {scale}: choose one of {', '.join(SCALES)}")
+            fail(f"--scale {scale}: choose one of {', '.join(SCALES)}")
         self.name, self.scale = name, scale
         self.dir = os.path.join(root, name)
         self.group = f"{name}-{scale}"  # wandb's group: the scales of one study stay apart

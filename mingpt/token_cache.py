@@ -33,9 +33,9 @@ from tqdm import tqdm
 
 from mingpt.corpus import split_chunks
 from mingpt.distributed import Processes
+from mingpt.errors import UserError
 from mingpt.tokenizer import PIECE_CHARS, cut_pieces, from_dict as tokenizer_from_dict, id_dtype, \
     train_tokenizer
-from mingpt.utils import UserError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"

@@ -25,7 +25,7 @@ from collections import Counter
 
 import numpy as np
 
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 TOKENIZERS = ("char", "word", "bpe")
 UNK = "<unk>"

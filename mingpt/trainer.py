@@ -18,63 +18,26 @@ from collections import defaultdict
 import torch
 from tqdm import tqdm
 
+from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
 from mingpt.distributed import Processes, micro_batch_size
-from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
+from mingpt.errors import UserError
+from mingpt.measure import DEVICES, device_problem, native_bf16, pick_device
+from mingpt.metrics import new_logs
 
 LR_SCHEDULES = ("cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
-DEVICES = "auto | cpu | cuda | cuda:N | mps"
-
-
-def device_problem(name):
-    """Why this machine and torch build cannot run on device `name` (None when it can)."""
-    if name == "auto":
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        return f"is not a device; use one of {DEVICES}"
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "has no CUDA" if torch.version.cuda is None else "finds no GPU"
-            return f"is not available: this torch ({torch.__version__}) {build}; use --trainer.device=cpu"
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            return f"is not available: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            return "is not available on this machine (Apple MPS); use --trainer.device=cpu"
-    elif device.type != "cpu":
-        return f"is not supported; use one of {DEVICES}"
-    return None
-
-
-def pick_device(name):
-    """The device that setting `name` (already checked by device_problem) means on this machine."""
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def native_bf16(device_type):
-    """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
-    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32
-    (the README's training benchmark measures it)."""
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        return any(getattr(torch.cpu, query, lambda: False)()
-                   for query in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return False
-
-
 def check_schedule(config):
     if config.lr_schedule == "cosine" and config.min_lr > config.learning_rate:
         raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate="
                         f"{config.learning_rate}; the cosine schedule decays from the peak down to min_lr")
+
+
+def decay_iters(config, saved=None):
+    """The steps over which the cosine schedule decays (what --trainer.lr_decay_iters means): the flag; else, on
+    resume, the saved run's (saved: its trainer settings; runs that did not record a decay decayed over their
+    max_iters); else max_iters."""
+    saved = saved or {}
+    return config.lr_decay_iters or saved.get("lr_decay_iters") or saved.get("max_iters") or max(1, config.max_iters)
 
 
 def check_batch_split(config):
@@ -123,6 +86,8 @@ class Trainer:
         """processes: this process's place among torchrun's (mingpt.distributed.Processes; one process if None).
         Under torchrun the process group is joined here and left by processes.stop()."""
         config.validate("trainer.")
+        # written out, so that config.json and a later resume see the schedule this run follows
+        config.lr_decay_iters = decay_iters(config)
         self.config = config
         self.model = model  # the plain model: its state_dict has no DistributedDataParallel prefixes
         self.train_dataset = train_dataset
@@ -152,13 +117,13 @@ class Trainer:
         self.batch_generator.manual_seed(self.seed)
         if self.processes.rank:
             torch.manual_seed(self.seed + self.processes.rank)
-        if hasattr(model, "set_attention_probe"):
-            model.set_attention_probe(config.probe_attention)
+        model.set_attention_probe(config.probe_attention)
 
         self.iter_num = 0
         self.loss = None
-        self.metrics = {}
-        self.last_eval = None
+        self.metrics = {}  # the last iteration's, by mingpt.metrics name
+        self.last_eval = None  # the last evaluation's, by mingpt.metrics name; None when the iteration had none
+        self.logs = new_logs(self.device)  # the run's (mingpt.metrics.LOG_LISTS), filled by the run's callback
         self.stop_requested = False  # by Ctrl-C in any process, agreed on by all at the end of each step
         self.interrupted = False  # by Ctrl-C in this process
 
@@ -179,8 +144,7 @@ class Trainer:
             return C.learning_rate
         if it < C.warmup_iters:
             return C.learning_rate * (it + 1) / C.warmup_iters
-        decay_iters = C.lr_decay_iters or C.max_iters
-        progress = min(1.0, (it - C.warmup_iters) / max(1, decay_iters - C.warmup_iters))
+        progress = min(1.0, (it - C.warmup_iters) / max(1, C.lr_decay_iters - C.warmup_iters))
         return C.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (C.learning_rate - C.min_lr)
 
     def autocast(self):
@@ -327,8 +291,7 @@ class Trainer:
             iter_dt = time.perf_counter() - t0
             self.iter_num += 1
 
-            attn_ms, attn_mib, attn_peak_mib = model.attention_probe() if hasattr(model, "attention_probe") \
-                else (None, None, None)
+            attn_ms, attn_mib, attn_peak_mib = model.attention_probe()
             self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
                             "tokens_per_s": tokens_per_iter / iter_dt,
                             "attention_ms": attn_ms, "attention_mib": attn_mib, "attention_peak_mib": attn_peak_mib}

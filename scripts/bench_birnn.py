@@ -10,9 +10,10 @@ import argparse
 import torch
 
 from mingpt.bench import best_device, time_ms
+from mingpt.config import at_least, check_script_args
 from mingpt.model import GPT
-from mingpt.run import build_model
-from mingpt.utils import at_least, check_script_args, machine_info
+from mingpt.settings import build_model
+from mingpt.utils import machine_info
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
 

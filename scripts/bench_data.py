@@ -24,13 +24,15 @@ import sys
 import time
 
 from mingpt.bench import run_measured
+from mingpt.config import at_least, check_script_args
+from mingpt.errors import fail
 from mingpt.tokenizer import TOKENIZERS
-from mingpt.utils import at_least, check_script_args, machine_info, save_json
+from mingpt.utils import machine_info, save_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
 MB = 1_000_000
-BUILD = "import sys; from mingpt.run import get_config; from mingpt.data import CharDataset; c = get_config(); " \
+BUILD = "import sys; from mingpt.settings import get_config; from mingpt.data import CharDataset; c = get_config(); " \
         "c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
 RUN_FLAGS = ["--trainer.max_iters=1", "--trainer.eval_iters=1", "--trainer.sample_interval=0",
              "--trainer.log_interval=1", "--system.wandb=disabled"]
@@ -122,12 +124,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_script_args(args, sizes_mb=at_least(1), repeats=at_least(1))
     if not os.path.isfile(args.source):
-        print(f"error: --source={args.source} is not a file; put tiny-shakespeare there", file=sys.stderr)
-        sys.exit(2)
+        fail(f"--source={args.source} is not a file; put tiny-shakespeare there")
     if args.nanogpt and not os.path.isfile(os.path.join(args.nanogpt, "data", "shakespeare_char", "prepare.py")):
-        print(f"error: --nanogpt={args.nanogpt} is not a nanoGPT checkout (no data/shakespeare_char/prepare.py)",
-              file=sys.stderr)
-        sys.exit(2)
+        fail(f"--nanogpt={args.nanogpt} is not a nanoGPT checkout (no data/shakespeare_char/prepare.py)")
     os.makedirs(args.work, exist_ok=True)
     print(machine_info())
     cache, runs = os.path.join(args.work, "cache"), os.path.join(args.work, "run")

@@ -20,7 +20,8 @@ import argparse
 import torch
 
 from mingpt.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
-from mingpt.utils import Check, at_least, check_script_args, machine_info, write_csv
+from mingpt.config import Check, at_least, check_script_args
+from mingpt.utils import machine_info, write_csv
 
 
 def main():

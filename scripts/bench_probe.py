@@ -15,9 +15,11 @@ import time
 
 import torch
 
-from mingpt.run import build_model, config_from_flags
+from mingpt.config import at_least, check_script_args
+from mingpt.errors import fail
+from mingpt.settings import build_model, config_from_flags
 from mingpt.trainer import Trainer
-from mingpt.utils import at_least, check_script_args, machine_info
+from mingpt.utils import machine_info
 
 VOCAB_SIZE = 65  # tiny-shakespeare's characters; the tokens are random, only the shapes matter
 
@@ -31,7 +33,7 @@ def main():
     check_script_args(args, steps=at_least(2), warmup=at_least(0))
     config = config_from_flags(args.flags)
     if config.model.model_type != "gpt":
-        parser.exit(2, f"error: --model.model_type={config.model.model_type} has no attention to probe; use gpt\n")
+        fail(f"--model.model_type={config.model.model_type} has no attention to probe; use gpt")
 
     config.model.vocab_size, config.model.block_size = VOCAB_SIZE, config.data.block_size
     torch.manual_seed(config.system.seed)

@@ -36,9 +36,11 @@ import time
 import torch
 
 from mingpt.bench import matmul_peak_flops, run_measured
+from mingpt.config import at_least, check_script_args
+from mingpt.errors import fail
 from mingpt.model import GPT
-from mingpt.run import config_from_flags
-from mingpt.utils import at_least, check_script_args, machine_info
+from mingpt.settings import config_from_flags
+from mingpt.utils import machine_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
@@ -124,9 +126,8 @@ def check_checkout(folder, script, name):
     """The absolute path of a peer's checkout that has `script`; one line and exit 2 if it has not."""
     folder = os.path.abspath(folder)
     if not os.path.isfile(os.path.join(folder, script)):
-        print(f"error: {folder} has no {script}: pass a checkout of karpathy/{name} (git clone "
-              f"https://github.com/karpathy/{name})", file=sys.stderr)
-        sys.exit(2)
+        fail(f"{folder} has no {script}: pass a checkout of karpathy/{name} (git clone "
+             f"https://github.com/karpathy/{name})")
     return folder
 
 

@@ -14,7 +14,8 @@ The measurement itself is mingpt.bench.window_attention_cost, which the window s
 import argparse
 
 from mingpt.bench import best_device, window_attention_cost
-from mingpt.utils import at_least, check_script_args, machine_info, write_csv
+from mingpt.config import at_least, check_script_args
+from mingpt.utils import machine_info, write_csv
 
 
 def main():

@@ -37,7 +37,9 @@ import torch
 
 from mingpt.attention import banded_attention, naive_attention
 from mingpt.bench import attention_step, gpt_mini, peak_memory_bytes
-from mingpt.run import get_config, sample, train
+from mingpt.run import train
+from mingpt.sampling import sample
+from mingpt.settings import get_config
 from mingpt.utils import machine_info, save_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,10 +12,9 @@ is refused with one line naming the flags to train with, exit status 2.
 """
 
 import argparse
-import sys
 
+from mingpt.errors import UserError, fail
 from mingpt.export import export
-from mingpt.utils import UserError
 
 
 def main():
@@ -26,8 +25,7 @@ def main():
     try:
         hf = export(args.run_dir, args.out_dir)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(e)
     print(f"wrote {args.out_dir}: {type(hf).__name__}, {hf.num_parameters() / 1e6:.2f}M parameters; load it with "
           f"AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")
 

@@ -19,6 +19,7 @@ import os
 
 from PIL import Image
 
+from mingpt.errors import fail
 from mingpt.utils import save_text
 
 TABLES = ("final.csv", "cost.csv", "length.csv", "checks.csv")
@@ -59,7 +60,7 @@ def main(argv=None):
     folders = [os.path.join(root, d) for root in args.experiments if os.path.isdir(root)
                for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "study.json"))]
     if not folders:
-        raise SystemExit(f"no studies in {' '.join(args.experiments)}: run scripts/study_*.py first")
+        fail(f"no studies in {' '.join(args.experiments)}: run scripts/study_*.py first")
     out = ["# Experiment report", "",
            f"Built by `python scripts/report.py` from {len(folders)} study runs in "
            f"{', '.join(f'`{root}`' for root in args.experiments)}. Each section names its scale: `quick` is a "

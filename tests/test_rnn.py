@@ -110,6 +110,19 @@ def test_rnn_trains_with_the_same_trainer(text_file, tmp_path, activation):
 
 
 @pytest.mark.parametrize("model_type", ["gpt", "rnn", "birnn_invalid", "birnn_prefix"])
+def test_every_model_has_the_language_model_interface(model_type):
+    """What the trainer and a run call on any model (mingpt.model.LanguageModel), with the same meaning for all."""
+    model = build_model(model_config(model_type=model_type, n_embd=16, n_query_head=4, n_kv_head=2))
+    assert model.num_params() == sum(p.numel() for p in model.parameters())
+    model.set_attention_probe(True)
+    assert model.attention_probe() == (None, None, None)  # no training step yet
+    gpt = model_type == "gpt"
+    assert (model.pos_emb is not None, model.kv_cache_bytes() is not None, len(model.attention_modules()) > 0) \
+        == (gpt, gpt, gpt)
+    assert (model.flops_per_token(8) is not None) == (model_type in ("gpt", "rnn"))
+
+
+@pytest.mark.parametrize("model_type", ["gpt", "rnn", "birnn_invalid", "birnn_prefix"])
 def test_every_parameter_gets_a_gradient(model_type):
     """DistributedDataParallel stops at the second step when a parameter gets no gradient."""
     model = build_model(model_config(model_type=model_type, n_embd=16, n_query_head=4, n_kv_head=2))

@@ -1,0 +1,140 @@
+"""
+The measurements beside mingpt/bench.py's benchmarks: which device a run may use and what it is good at (the
+--trainer.device check, "auto", native bf16), and the probes that read one call's time and memory (the attention
+probe of every training step) and a function's peak memory, on CUDA and on a CPU alike.
+"""
+
+import contextlib
+import os
+import sys
+import time
+
+import torch
+
+DEVICES = "auto | cpu | cuda | cuda:N | mps"
+
+
+def device_problem(name):
+    """Why this machine and torch build cannot run on device `name` (None when it can)."""
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"is not a device; use one of {DEVICES}"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA" if torch.version.cuda is None else "finds no GPU"
+            return f"is not available: this torch ({torch.__version__}) {build}; use --trainer.device=cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"is not available: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return "is not available on this machine (Apple MPS); use --trainer.device=cpu"
+    elif device.type != "cpu":
+        return f"is not supported; use one of {DEVICES}"
+    return None
+
+
+def pick_device(name):
+    """The device that setting `name` (already checked by device_problem) means on this machine."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def native_bf16(device_type):
+    """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
+    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32
+    (the README's training benchmark measures it)."""
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        return any(getattr(torch.cpu, query, lambda: False)()
+                   for query in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return False
+
+
+class ProbeReading:
+    """What the probe measured around one attention call: time (ms), memory (MiB) and, on CUDA, the peak above the
+    start (MiB). On CUDA the time comes from two events, read only when asked, after the training step has
+    synchronised: reading them at once would stall the GPU, and a host clock would time the launch instead."""
+
+    def __init__(self, memory_mib, time_ms=None, events=None, peak_mib=None):
+        self.memory_mib, self.peak_mib, self._time_ms, self._events = memory_mib, peak_mib, time_ms, events
+
+    @property
+    def time_ms(self):
+        if self._events is not None:
+            start, end = self._events
+            end.synchronize()
+            return start.elapsed_time(end)
+        return self._time_ms
+
+
+def timed(fn, *args, **kwargs):
+    """fn(*args, **kwargs) and a ProbeReading of it; the first argument's device is the one measured (for an
+    attention core, the queries'). On CUDA the memory is the course's figure, the bytes the call leaves allocated
+    (kept for backward), and the peak is the most allocated during it, both above what was allocated before. A
+    CPU allocator keeps no counters, so there the memory is the bytes of the tensors autograd saves for backward
+    (saved-tensor hooks; each storage counted once), which dominates the attention's training memory; 0 outside
+    autograd (evaluation)."""
+    device = args[0].device
+    if device.type == "cuda":
+        # each allocator query builds the whole statistics dict: one before, one after
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        y = fn(*args, **kwargs)
+        end.record()
+        after = torch.cuda.memory_stats(device)
+        return y, ProbeReading((after["allocated_bytes.all.current"] - before) / 2**20, events=(start, end),
+                               peak_mib=(after["allocated_bytes.all.peak"] - before) / 2**20)
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+    t0 = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        y = fn(*args, **kwargs)
+    return y, ProbeReading(sum(saved.values()) / 2**20, time_ms=(time.perf_counter() - t0) * 1000)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for a moment: the only way to quiet what C++ code prints there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def profile_peak_memory(fn, *args):
+    """Peak bytes allocated above the starting point while `fn(*args)` runs, on CPU too, where torch keeps no
+    allocator counter: torch.profiler records each op's own net allocation and the frees between ops; their
+    running sum in time order is the memory held, and its maximum is the peak."""
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with native_stderr_silenced():  # the profiler's C++ side prints "USDT: profiler_start/stop" lines there
+        prof.start()
+    try:
+        fn(*args)
+    finally:
+        with native_stderr_silenced():
+            prof.stop()
+    current = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak

@@ -1,0 +1,78 @@
+"""
+--trainer.resume: a run continues from its ckpt.pt exactly where it stopped (weights, optimizer, iteration, RNG
+states, logs), as one Resume value made once every input is checked. The model must be the saved one; the
+optimizer settings may change, and apply from the resume point on.
+"""
+
+from typing import NamedTuple
+
+from mingpt.checkpoint import load_state_into, saved_model_config
+from mingpt.errors import UserError
+from mingpt.model import kv_heads
+from mingpt.trainer import decay_iters
+
+OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip", "lr_schedule", "warmup_iters",
+                      "lr_decay_iters", "min_lr", "batch_size")
+
+
+class Resume(NamedTuple):
+    state: dict  # the resume checkpoint (mingpt.checkpoint.load_checkpoint's, with resume=True)
+    path: str  # where it was read
+    changed: dict  # {setting: (saved, now)}: the optimizer settings this command changes
+
+
+def reconcile_resume(config, state, ckpt_path):
+    """The Resume of `state` (read from ckpt_path) into the run `config` describes. Checks that the checkpoint
+    continues this run (same model) and settles the schedule: unless --trainer.lr_decay_iters is given, the saved
+    run's decay is kept, so a larger max_iters extends the run at min_lr instead of moving the learning rate."""
+    # n_kv_head=None and n_kv_head=n_query_head are one model; a saved config that predates a setting has its default
+    saved_model = dict(state["model_config"], n_kv_head=kv_heads(saved_model_config(state, ckpt_path)))
+    model = dict(config.model.to_dict(), n_kv_head=kv_heads(config.model))
+    if saved_model != model:
+        diff = [k for k, v in model.items() if saved_model.get(k) != v]
+        raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {config.system.work_dir}; "
+                        f"resume with its flags")
+    at, until = state["iter_num"], config.trainer.max_iters
+    if at > until:
+        raise UserError(f"{ckpt_path} is at iteration {at}, past --trainer.max_iters={until}; give a larger "
+                        f"--trainer.max_iters to train on")
+    saved_trainer = state["config"].get("trainer", {})
+    now = config.trainer
+    now.lr_decay_iters = decay_iters(now, saved_trainer)
+    changed = {}
+    for key in OPTIMIZER_SETTINGS:
+        old = saved_trainer.get(key)
+        old = tuple(old) if isinstance(old, list) else old
+        if old is not None and old != getattr(now, key):
+            changed[key] = (old, getattr(now, key))
+    return Resume(state, ckpt_path, changed)
+
+
+def restore(trainer, resume):
+    """Put the resume checkpoint's weights, optimizer, iteration, RNG states and logs into the trainer."""
+    load_state_into(trainer.model, resume.state["model"], resume.path)
+    try:
+        trainer.load_state_dict(resume.state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f"{resume.path} does not fit this run ({str(e).splitlines()[0]})") from None
+    trainer.logs.update(resume.state["logs"])
+
+
+def describe_schedule(trainer):
+    C = trainer.config
+    start, end = trainer.iter_num, C.max_iters
+    if C.lr_schedule == "constant":
+        return f"learning rate constant at {C.learning_rate:.2e}"
+    return (f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}, {trainer.lr_at(end - 1):.2e} at "
+            f"iteration {end} (cosine from {C.learning_rate:.2e} to {C.min_lr:.2e} over {C.lr_decay_iters} "
+            f"iterations; --trainer.lr_decay_iters changes that)")
+
+
+def announce(trainer, resume, work_dir):
+    """Say where the run in work_dir goes on from and what this command changes, and record it in the logs'
+    resumes."""
+    at = trainer.iter_num
+    print(f"resuming {work_dir} from iteration {at}: {describe_schedule(trainer)}")
+    for key, (old, new) in resume.changed.items():
+        print(f"--trainer.{key} changed from {old} to {new}: applies from iteration {at + 1} on")
+    trainer.logs["resumes"].append({"iter": at, "changed": {k: list(v) for k, v in resume.changed.items()}})
