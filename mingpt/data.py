@@ -12,7 +12,8 @@ import torch
 from mingpt.config import NOT_EMPTY, CfgNode as CN, Check, at_least
 from mingpt.corpus import Corpus, TextCorpus, read_text  # noqa: F401 (read_text: the studies' entry point)
 from mingpt.errors import UserError
-from mingpt.token_cache import TokensInMemory, load as load_tokens
+from mingpt.encode import TokensInMemory
+from mingpt.token_cache import load as load_tokens
 from mingpt.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, CharTokenizer
 
 

@@ -22,7 +22,8 @@ from mingpt import corpus as corpus_module, tokenizer as tokenizer_module
 from mingpt.corpus import Corpus
 from mingpt.data import CharDataset
 from mingpt.run import get_config, train
-from mingpt.token_cache import MANIFEST_FILE, load
+from mingpt.cache_entry import MANIFEST_FILE
+from mingpt.token_cache import load
 from mingpt.tokenizer import WORD_PIECES
 from mingpt.utils import UserError
 
@@ -50,8 +51,8 @@ def tiny_chunks(monkeypatch):
     characters are cut between reads."""
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 61)
     monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", {"char": None, "word": 7, "bpe": 7})
-    import mingpt.token_cache
-    monkeypatch.setattr(mingpt.token_cache, "PIECE_CHARS", {"char": None, "word": 7, "bpe": 7})
+    import mingpt.encode
+    monkeypatch.setattr(mingpt.encode, "PIECE_CHARS", {"char": None, "word": 7, "bpe": 7})
 
 
 def split(text, fraction=0.1):
