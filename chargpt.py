@@ -15,7 +15,7 @@ import sys
 import time
 
 from mingpt.distributed import Processes, quiet_unless
-from mingpt.errors import UserError, fail
+from mingpt.errors import UserError, report
 from mingpt.run import train
 from mingpt.sampling import sample
 from mingpt.settings import get_config, help_text
@@ -41,7 +41,7 @@ def main(argv):
                 # torchrun stops every process once one exits: give rank 0, which fails the same checks, the time
                 # to print why before this silent one exits
                 time.sleep(RANK0_GRACE_S)
-            fail(e)
+            return report(e)
         except KeyboardInterrupt as e:  # a run that saved a checkpoint says where it is
             print("interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
             return 130

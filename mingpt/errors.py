@@ -10,7 +10,15 @@ class UserError(ValueError):
     """Bad input from the user: the entry points end with its message alone (fail)."""
 
 
-def fail(message):
-    """End the program on bad input: `error: message` on stderr, exit status 2."""
+USER_ERROR_EXIT = 2
+
+
+def report(message):
+    """Say what is wrong as one line, `error: message` on stderr; return the exit status for it."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    return USER_ERROR_EXIT
+
+
+def fail(message):
+    """End the program on bad input: report it, exit status 2."""
+    sys.exit(report(message))

@@ -47,6 +47,14 @@ def test_cli_bad_input(tmp_path):
 
 
 @pytest.mark.slow  # trains, then samples in four chargpt.py subprocesses
+def test_main_returns_the_user_error_status(capsys):
+    """chargpt.main, called as a function, returns 2 for bad input and prints one line (no SystemExit)."""
+    import chargpt
+    assert chargpt.main(["--trainer.max_iters=-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --trainer.max_iters=-1")
+
+
 def test_sample_command(text_file, tmp_path):
     work_dir = tmp_path / "run"
     train(tiny_config(text_file, work_dir, "--model.rope=True", "--model.window=8"))
