@@ -6,6 +6,8 @@ tensor index (no per-sample Python loop, no worker processes). A dataset made fr
 tokenizes it in memory the same way.
 """
 
+import mmap
+
 import numpy as np
 import torch
 
@@ -29,6 +31,24 @@ def check_vocab_size(config):
     if config.tokenizer == "bpe" and config.vocab_size < BYTES:
         raise UserError(f"--data.vocab_size={config.vocab_size} is below the {BYTES} bytes that byte-level BPE "
                         f"starts from; give at least {BYTES}")
+
+
+RELEASE_BYTES = 2 << 20  # the most of a file a kernel maps at one fault (a 2 MB page-cache folio)
+
+
+def read_windows(array, starts, length):
+    """array[s:s + length] for each start, as a (B, length) int64 tensor. From a memory map, the pages each window
+    touched are dropped from this process's mapping as soon as it is copied (the page cache keeps them): a kernel
+    with large page-cache folios maps up to 2 MB per window, which 64 windows would otherwise hold at once."""
+    mapping = getattr(array, "_mmap", None) if hasattr(mmap, "MADV_DONTNEED") else None
+    rows = []
+    for s in starts:
+        rows.append(np.array(array[s:s + length], dtype=np.int64))
+        if mapping is not None:
+            low = s * array.itemsize // RELEASE_BYTES * RELEASE_BYTES
+            high = min(len(mapping), -(-(s + length) * array.itemsize // RELEASE_BYTES) * RELEASE_BYTES)
+            mapping.madvise(mmap.MADV_DONTNEED, low, high - low)
+    return torch.from_numpy(np.stack(rows))
 
 
 class CharDataset:
@@ -62,7 +82,6 @@ class CharDataset:
             if counts["tokens"] < config.block_size + 1:
                 raise UserError(f"the {name} split has {counts['tokens']} tokens, too short for one block of "
                                 f"{config.block_size}+1; use a longer text or a smaller --data.block_size")
-        self._offsets = torch.arange(config.block_size + 1)
 
     @classmethod
     def from_corpus(cls, config, tokenizer=None, source=""):
@@ -96,31 +115,28 @@ class CharDataset:
         """The characters of `split`: what its tokens cover together."""
         return self.tokens.counts[split]["characters"]
 
-    def _take(self, array, positions):
-        return torch.from_numpy(np.asarray(array[positions.numpy()], dtype=np.int64))
-
     def __getitem__(self, idx):
         """minGPT's interface: the training window starting at idx, as (x, y) of block_size ids each."""
-        chunk = self._take(self.tokens.ids("train"), torch.arange(idx, idx + self.config.block_size + 1))
+        chunk = read_windows(self.tokens.ids("train"), [idx], self.config.block_size + 1)[0]
         return chunk[:-1], chunk[1:]
 
-    def _windows(self, split, batch_size, generator):
-        """Token positions of batch_size random windows of block_size + 1 tokens: (B, T+1)."""
+    def _starts(self, split, batch_size, generator):
+        """The first token of batch_size random windows of block_size + 1 tokens: (B,)."""
         n = self.tokens.counts[split]["tokens"]
-        start = torch.randint(n - self.config.block_size, (batch_size,), generator=generator)
-        return start[:, None] + self._offsets
+        return torch.randint(n - self.config.block_size, (batch_size,), generator=generator).numpy()
 
     def get_batch(self, split, batch_size, generator=None):
         """x, y of shape (batch_size, block_size): random windows of `split`, y shifted by one token."""
-        chunk = self._take(self.tokens.ids(split), self._windows(split, batch_size, generator))  # (B, T+1)
+        chunk = read_windows(self.tokens.ids(split), self._starts(split, batch_size, generator),
+                             self.config.block_size + 1)  # (B, T+1)
         return chunk[:, :-1], chunk[:, 1:]
 
     def get_eval_batch(self, split, batch_size, generator=None):
         """get_batch's x, y and the characters each token of y covers, (B, T): what bits per character count."""
-        positions = self._windows(split, batch_size, generator)
-        chunk = self._take(self.tokens.ids(split), positions)
+        starts, length = self._starts(split, batch_size, generator), self.config.block_size + 1
+        chunk = read_windows(self.tokens.ids(split), starts, length)
         chars = self.tokens.chars(split)
-        covered = self._take(chars, positions[:, 1:]) if chars is not None else \
+        covered = read_windows(chars, starts, length)[:, 1:] if chars is not None else \
             torch.from_numpy(self.vocab.chars_per_id)[chunk[:, 1:]]
         return chunk[:, :-1], chunk[:, 1:], covered
 
