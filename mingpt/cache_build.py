@@ -47,12 +47,12 @@ class Writer:
     """The files of an entry being built: each split's ids (and chars for word), appended chunk by chunk. The
     chars' type widens (and what is written is rewritten) when a token covers more characters than it holds."""
 
-    def __init__(self, folder, tokenizer):
+    def __init__(self, folder, tokenizer, counts):
         self.folder, self.tokenizer = folder, tokenizer
         self.dtype = id_dtype(len(tokenizer))
         self.chars_dtype = np.dtype(np.uint8) if tokenizer.chars_per_id is None else None
         self.files = {}
-        self.counts = Counts()
+        self.counts = counts
 
     def _file(self, name):
         if name not in self.files:
@@ -60,7 +60,7 @@ class Writer:
         return self.files[name]
 
     def write(self, split, ids, chars):
-        self.counts.add(split, self.tokenizer, ids, chars)
+        self.counts.add(split, self.tokenizer, ids)
         self._file(f"{split}.bin").write(ids.astype(self.dtype).tobytes())
         if self.chars_dtype is None:
             return
@@ -108,7 +108,7 @@ def build(folder, corpus, config, saved, source, show_progress):
     try:
         os.makedirs(tmp)
         tokenizer, n_train, n_chars = prepare(corpus, config, saved, source, progress)
-        writer = Writer(tmp, tokenizer)
+        writer = Writer(tmp, tokenizer, Counts(n_train, n_chars))
         for split, ids, chars in encoded(corpus, tokenizer, n_train, progress):
             writer.write(split, ids, chars)
         writer.close()

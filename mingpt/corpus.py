@@ -99,10 +99,7 @@ class TextCorpus:
     def __init__(self, text):
         if not text:
             raise UserError("the text is empty; there is nothing to train on")
-        self.text, self.bytes = text, len(text)
-
-    def sources(self):
-        return [{"path": "<text>", "characters": len(self.text)}]
+        self.text = text
 
     def chunks(self, on_bytes=None):
         step = CHUNK_BYTES

@@ -68,15 +68,16 @@ def encoded(corpus, tokenizer, n_train, on_bytes=None):
 
 
 class Counts:
-    """Tokens, characters and <unk> tokens per split, as the pieces are encoded."""
+    """Tokens, characters and <unk> tokens per split. The characters are pass 1's (every tokenizer's tokens cover
+    their split's characters exactly); tokens and <unk> are counted as the pieces are encoded."""
 
-    def __init__(self):
-        self.splits = {split: {"tokens": 0, "characters": 0, "unknown": 0} for split in SPLITS}
+    def __init__(self, n_train, n_chars):
+        self.splits = {split: {"tokens": 0, "characters": characters, "unknown": 0}
+                       for split, characters in zip(SPLITS, (n_train, n_chars - n_train))}
 
-    def add(self, split, tokenizer, ids, chars):
+    def add(self, split, tokenizer, ids):
         counts = self.splits[split]
         counts["tokens"] += len(ids)
-        counts["characters"] += int(chars.sum() if chars is not None else tokenizer.chars_per_id[ids].sum())
         if tokenizer.kind == "word":
             counts["unknown"] += int(np.count_nonzero(ids == 0))
 
@@ -85,11 +86,11 @@ class TokensInMemory:
     """A text's tokens as arrays in memory: what a dataset made from a str (tests, studies) reads."""
 
     def __init__(self, text_corpus, config, saved=None, source=""):
-        tokenizer, n_train, _ = prepare(text_corpus, config, saved, source)
+        tokenizer, n_train, n_chars = prepare(text_corpus, config, saved, source)
         parts = {split: ([], []) for split in SPLITS}
-        counts = Counts()
+        counts = Counts(n_train, n_chars)
         for split, ids, chars in encoded(text_corpus, tokenizer, n_train):
-            counts.add(split, tokenizer, ids, chars)
+            counts.add(split, tokenizer, ids)
             parts[split][0].append(ids)
             parts[split][1].append(chars)
         self.tokenizer, self.counts = tokenizer, counts.splits
