@@ -1,5 +1,6 @@
 """
-The attention core that every attention module in mingpt/model.py calls.
+The attention core that every attention module in mingpt/model.py calls, the positions it rotates queries and keys
+by (RoPE), the KV cache it decodes with, and the dropout the models use.
 
 Queries come as (B, n_query_head, T_q, hd) and keys/values as (B, n_kv_head, T_k, hd). Query head i reads
 key/value head i // (n_query_head // n_kv_head) (grouped-query attention, Ainslie et al.); n_kv_head equal to
@@ -10,7 +11,7 @@ A sliding window of size w lets query t see keys j with t - w//2 <= j <= t (w = 
 
 Dropout on the attention weights (training) zeroes each weight with probability p and scales the rest by
 1 / (1 - p). Its random mask is the costly part on a CPU, where torch has no fused attention-dropout kernel:
-`dropped` (mingpt/dropout.py) draws it from a quarter as many random numbers as `bernoulli_` would, and
+`dropped` (below) draws it from a quarter as many random numbers as `bernoulli_` would, and
 `fast_attention` uses the written-out core with it there instead of SDPA's math fallback (which draws with
 `bernoulli_`).
 
@@ -27,9 +28,46 @@ import math
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
+from torch import nn
 
-from mingpt.dropout import dropped, kept_scale
-from mingpt.measure import profile_peak_memory, timed  # noqa: F401 (profile_peak_memory: its old import path)
+# -----------------------------------------------------------------------------
+# dropout with a cheap random mask on the CPU: torch draws dropout's mask with `bernoulli_`, one random float per
+# element, which costs more than the rest of dropout together; `dropped` draws it from a quarter as many numbers
+
+DROP_LEVELS = 2 ** 15  # a dropout draw is a 15-bit number: p is rounded to a multiple of 1/32768
+
+
+def kept_scale(p):
+    """What dropout multiplies the kept elements by, 1 / (1 - rate), for the rate at which `dropped` drops: p
+    rounded to a multiple of 1 / DROP_LEVELS."""
+    return 1 / (1 - round(p * DROP_LEVELS) / DROP_LEVELS)
+
+
+def dropped(shape, p, device=None):
+    """A bool mask of `shape`, True (drop) for each element independently with probability p rounded to a
+    multiple of 1 / DROP_LEVELS. torch's generator fills a quarter as many int64s (63 random bits each); each of
+    their 16-bit quarters, its top bit cleared, is one uniform draw in [0, 2^15)."""
+    n = math.prod(shape)
+    words = torch.empty(-(-n // 4), dtype=torch.int64, device=device).random_().view(torch.int16)[:n]
+    return ((words & (DROP_LEVELS - 1)) < round(p * DROP_LEVELS)).view(shape)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose mask comes from `dropped` when training on a CPU (faster there, forward and backward, as
+    it draws a quarter of the random numbers); on other devices it is nn.Dropout, and out of training it returns x
+    itself."""
+
+    def forward(self, x):
+        if not (self.training and self.p):
+            return x  # evaluation and decoding: no call into torch at all, 13 of them per decoded token
+        if x.device.type != "cpu":
+            return super().forward(x)
+        scale = x.new_tensor(kept_scale(self.p))  # x's dtype, so bf16 stays bf16
+        return x * torch.where(dropped(x.shape, self.p), 0.0, scale)
+
+
+# -----------------------------------------------------------------------------
+# the attention core
 
 
 def attention_mask(T_q, T_k, window=0, device=None):
@@ -141,6 +179,64 @@ def attend(q, k, v, window=0, impl="fast", dropout_p=0.0, gqa_scores="per_head")
     return IMPLEMENTATIONS[impl](q, k, v, window, dropout_p)
 
 
+# -----------------------------------------------------------------------------
+# positions: rotary embeddings of queries and keys, the fixed sinusoidal table
+
+
+class RotaryPositionalEmbeddings(nn.Module):
+    """Rotary position embeddings in the rotate-half layout.
+
+    For x of shape (B, n_head, T, d), the pair (x_i, x_(i+d/2)) at position m is rotated by the angle
+    m * theta_i with theta_i = base^(-2(i-1)/d), i = 1..d/2, and positions m = 1..T as in the writeup (plus
+    `offset` when decoding with a cache). The dot product of a rotated query at m and a rotated key at n then
+    depends only on m - n. cos/sin are cached and the cache grows when a longer input arrives."""
+
+    def __init__(self, d, base=10_000):
+        super().__init__()
+        if d % 2:
+            raise ValueError(f"rotary embeddings need an even head size, got {d}; change n_embd or n_query_head")
+        self.d = d
+        self.base = base
+        self.register_buffer("theta", base ** (-torch.arange(0, d, 2, dtype=torch.float) / d), persistent=False)
+        self.register_buffer("cos_cached", torch.empty(0, d), persistent=False)
+        self.register_buffer("sin_cached", torch.empty(0, d), persistent=False)
+
+    def _build_cache(self, length):
+        length = max(length, 2 * self.cos_cached.size(0))  # grow geometrically: decoding adds one position a step
+        with torch.inference_mode(False):  # a cache grown while generating must still serve training
+            m = torch.arange(1, length + 1, dtype=self.theta.dtype, device=self.theta.device)
+            angles = torch.outer(m, self.theta)  # (length, d/2)
+            angles = torch.cat([angles, angles], dim=-1)  # (length, d): pair i and i + d/2 share an angle
+            # rotating (x_i, x_(i+d/2)) gives x * cos + (-x_(i+d/2), x_i) * sin; the second vector is x rolled
+            # by d/2 with the first half negated, and the sign goes into the cached sin
+            sign = torch.cat([-torch.ones(self.d // 2), torch.ones(self.d // 2)]).to(angles)
+            self.cos_cached, self.sin_cached = angles.cos(), angles.sin() * sign
+
+    def forward(self, x, offset=0):
+        end = offset + x.size(-2)
+        if end > self.cos_cached.size(0):
+            self._build_cache(end)
+        cos, sin = self.cos_cached[offset:end], self.sin_cached[offset:end]
+        if cos.dtype != x.dtype:
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return torch.addcmul(x * cos, x.roll(self.d // 2, dims=-1), sin)
+
+
+def sinusoidal_table(n_positions, n_embd):
+    """The fixed position table of "Attention is all you need": PE(p, 2i) = sin(p / 10000^(2i/C)),
+    PE(p, 2i+1) = cos(p / 10000^(2i/C)), positions p = 0..n_positions-1."""
+    p = torch.arange(n_positions, dtype=torch.float)[:, None]
+    inv_freq = 10_000 ** (-torch.arange(0, n_embd, 2, dtype=torch.float) / n_embd)
+    table = torch.zeros(n_positions, n_embd)
+    table[:, 0::2] = torch.sin(p * inv_freq)
+    table[:, 1::2] = torch.cos(p * inv_freq)[:, :n_embd // 2]
+    return table
+
+
+# -----------------------------------------------------------------------------
+# decoding
+
+
 class KVCache:
     """One layer's keys and values for decoding: ring buffers of (B, n_kv_head, capacity, hd), holding only the
     n_kv_head heads that exist, never the repeated ones, allocated once, so memory stays constant however long
@@ -188,7 +284,3 @@ class KVCache:
     def nbytes(self):
         return 0 if self.k is None else self.k.nbytes + self.v.nbytes
 
-
-def timed_attend(*args, **kwargs):
-    """`attend` and a ProbeReading of it (mingpt/measure.py's timed): what the attention probe reads."""
-    return timed(attend, *args, **kwargs)

@@ -8,7 +8,7 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
 - model.pos_emb=learned|sinusoidal|none: minGPT's learned table, the fixed table of "Attention is all you
   need", or no absolute positions at all;
 - model.norm=rmsnorm, model.mlp=swiglu, model.bias=False: LLaMA's block (RMSNorm, a SwiGLU MLP, no biases);
-- model.preset=llama: all of LLaMA's choices in one flag (mingpt/export.py writes such a model for Hugging Face).
+- model.preset=llama: all of LLaMA's choices in one flag (mingpt/lab/export.py writes such a model for Hugging Face).
 
 The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here. LanguageModel is
 the interface GPT shares with the recurrent models of mingpt/rnn.py, which the trainer and a run rely on.
@@ -29,62 +29,10 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from mingpt.attention import IMPLEMENTATIONS, KVCache, attend, timed_attend
-from mingpt.config import NOT_EMPTY, CfgNode as CN, above, at_least, between
-from mingpt.dropout import Dropout
-from mingpt.errors import UserError
+from mingpt.attention import Dropout, IMPLEMENTATIONS, KVCache, RotaryPositionalEmbeddings, attend, sinusoidal_table
+from mingpt.utils import CfgNode as CN, NOT_EMPTY, UserError, above, at_least, between, check_sampling, sample_next
 
 # -----------------------------------------------------------------------------
-
-
-class RotaryPositionalEmbeddings(nn.Module):
-    """Rotary position embeddings in the rotate-half layout.
-
-    For x of shape (B, n_head, T, d), the pair (x_i, x_(i+d/2)) at position m is rotated by the angle
-    m * theta_i with theta_i = base^(-2(i-1)/d), i = 1..d/2, and positions m = 1..T as in the writeup (plus
-    `offset` when decoding with a cache). The dot product of a rotated query at m and a rotated key at n then
-    depends only on m - n. cos/sin are cached and the cache grows when a longer input arrives."""
-
-    def __init__(self, d, base=10_000):
-        super().__init__()
-        if d % 2:
-            raise ValueError(f"rotary embeddings need an even head size, got {d}; change n_embd or n_query_head")
-        self.d = d
-        self.base = base
-        self.register_buffer("theta", base ** (-torch.arange(0, d, 2, dtype=torch.float) / d), persistent=False)
-        self.register_buffer("cos_cached", torch.empty(0, d), persistent=False)
-        self.register_buffer("sin_cached", torch.empty(0, d), persistent=False)
-
-    def _build_cache(self, length):
-        length = max(length, 2 * self.cos_cached.size(0))  # grow geometrically: decoding adds one position a step
-        with torch.inference_mode(False):  # a cache grown while generating must still serve training
-            m = torch.arange(1, length + 1, dtype=self.theta.dtype, device=self.theta.device)
-            angles = torch.outer(m, self.theta)  # (length, d/2)
-            angles = torch.cat([angles, angles], dim=-1)  # (length, d): pair i and i + d/2 share an angle
-            # rotating (x_i, x_(i+d/2)) gives x * cos + (-x_(i+d/2), x_i) * sin; the second vector is x rolled
-            # by d/2 with the first half negated, and the sign goes into the cached sin
-            sign = torch.cat([-torch.ones(self.d // 2), torch.ones(self.d // 2)]).to(angles)
-            self.cos_cached, self.sin_cached = angles.cos(), angles.sin() * sign
-
-    def forward(self, x, offset=0):
-        end = offset + x.size(-2)
-        if end > self.cos_cached.size(0):
-            self._build_cache(end)
-        cos, sin = self.cos_cached[offset:end], self.sin_cached[offset:end]
-        if cos.dtype != x.dtype:
-            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        return torch.addcmul(x * cos, x.roll(self.d // 2, dims=-1), sin)
-
-
-def sinusoidal_table(n_positions, n_embd):
-    """The fixed position table of "Attention is all you need": PE(p, 2i) = sin(p / 10000^(2i/C)),
-    PE(p, 2i+1) = cos(p / 10000^(2i/C)), positions p = 0..n_positions-1."""
-    p = torch.arange(n_positions, dtype=torch.float)[:, None]
-    inv_freq = 10_000 ** (-torch.arange(0, n_embd, 2, dtype=torch.float) / n_embd)
-    table = torch.zeros(n_positions, n_embd)
-    table[:, 0::2] = torch.sin(p * inv_freq)
-    table[:, 1::2] = torch.cos(p * inv_freq)[:, :n_embd // 2]
-    return table
 
 
 class CausalSelfAttention(nn.Module):
@@ -112,10 +60,9 @@ class CausalSelfAttention(nn.Module):
         self.gqa_scores = config.gqa_scores
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = Dropout(config.resid_pdrop)
-        # the probe (see GPT.set_attention_probe): off by default, so it costs one branch per call
-        self.probe = False
-        self.probe_reading = None
         self._stacked = None  # (what it was made from, weight, bias if any): see qkv_projection
+
+    core = staticmethod(attend)  # the attention arithmetic; the lab's probe wraps it (mingpt/lab/measure.py)
 
     def qkv_projection(self):
         """q_proj, k_proj and v_proj stacked into one (weight, bias), or (weight,) without biases, so that one
@@ -148,11 +95,8 @@ class CausalSelfAttention(nn.Module):
         q, k = qk.split_with_sizes([nq, nkv], dim=1)  # (B, nq, T, hd), (B, nkv, T, hd)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, nkv, S, hd): cached positions, then these
-        args = (q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0, self.gqa_scores)
-        if self.probe and self.training:  # evaluation and sampling keep the last training step's reading
-            y, self.probe_reading = timed_attend(*args)
-        else:
-            y = attend(*args)
+        y = self.core(q, k, v, self.window, self.attn_impl, self.attn_pdrop if self.training else 0.0,
+                      self.gqa_scores)  # (B, nq, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble all head outputs side by side
         return self.resid_dropout(self.out_proj(y))
 
@@ -239,7 +183,14 @@ class Block(nn.Module):
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "none")
 GQA_SCORES = ("per_head", "group_sum")
-MODEL_TYPES = ("gpt", "rnn", "birnn_invalid", "birnn_prefix")
+RECURRENT = ("rnn", "birnn_invalid", "birnn_prefix")
+# minGPT's model types: a GPT of these sizes (n_layer, n_head, n_embd); "gpt" keeps the sizes the settings hold
+GPT_SIZES = {
+    "openai-gpt": (12, 12, 768), "gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600), "gopher-44m": (8, 16, 512), "gpt-mini": (6, 6, 192), "gpt-micro": (4, 4, 128),
+    "gpt-nano": (3, 3, 48),
+}
+MODEL_TYPES = ("gpt", *GPT_SIZES, *RECURRENT)
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
 LLAMA = dict(rope=True, pos_emb="none", norm="rmsnorm", mlp="swiglu", bias=False)  # what --model.preset=llama sets
@@ -255,15 +206,20 @@ def kv_heads(config):
 # which settings each model type reads: a recurrent model has no attention, no residual branches and no positions
 # beyond its recurrence, the bidirectional ones one layer per direction; the GPT no recurrent activation
 def is_gpt(config):
-    return config.model_type == "gpt"
+    return config.model_type not in RECURRENT
 
 
 def is_recurrent(config):
-    return config.model_type != "gpt"
+    return config.model_type in RECURRENT
 
 
 def stacks_layers(config):
-    return config.model_type in ("gpt", "rnn")
+    return config.model_type not in RECURRENT[1:]
+
+
+def position_embedding(config):
+    """What --model.pos_emb=None means: no table under RoPE, else minGPT's learned one."""
+    return config.pos_emb or ("none" if config.rope else "learned")
 
 
 def check_heads_and_positions(config):
@@ -297,21 +253,6 @@ class LanguageModel(nn.Module):
     def attention_modules(self):
         return []
 
-    def set_attention_probe(self, enabled):
-        for attn in self.attention_modules():
-            attn.probe = enabled
-
-    def attention_probe(self):
-        """Mean over layers of the last call's attention time (ms), memory (MiB) and peak memory (MiB, CUDA
-        only), as timed_attend measures them; None for what was not measured (all of it while the probe is off)."""
-        readings = [a.probe_reading for a in self.attention_modules() if a.probe_reading is not None]
-
-        def mean(values):
-            values = [v for v in values if v is not None]
-            return sum(values) / len(values) if values else None
-        return (mean(r.time_ms for r in readings), mean(r.memory_mib for r in readings),
-                mean(r.peak_mib for r in readings))
-
     def flops_per_token(self, T):
         """Training FLOPs per token at context T, for the MFU the run reports; None: not counted."""
         return None
@@ -341,11 +282,15 @@ class GPT(LanguageModel):
     def get_default_config():
         C = CN()
         # gpt-mini, the course's chargpt model
-        C.set("model_type", "gpt", "the network: gpt, the Elman rnn, or the writeup's BiRNN models of "
-              "question 1.2a (birnn_invalid) and 1.2b (birnn_prefix)",
-              choices=MODEL_TYPES)
+        C.set("model_type", "gpt", "the network: gpt (the sizes below), a GPT of minGPT's sizes (" +
+              ", ".join(GPT_SIZES) + ": it sets n_layer, n_query_head and n_embd, and any of them given beside it "
+              "wins), the Elman rnn, or the writeup's BiRNN models of question 1.2a (birnn_invalid) and 1.2b "
+              "(birnn_prefix)", choices=MODEL_TYPES,
+              expands={name: dict(n_layer=n, n_query_head=h, n_embd=c) for name, (n, h, c) in GPT_SIZES.items()})
         C.set("n_layer", 6, "number of transformer blocks (of rnn layers)", check=at_least(1), used=stacks_layers)
-        C.set("n_query_head", 6, "attention (query) heads per block", check=at_least(1), used=is_gpt)
+        C.set("n_query_head", 6, "attention (query) heads per block; minGPT's n_head is this setting",
+              check=at_least(1), used=is_gpt)
+        C.alias("n_head", "n_query_head")
         C.set("n_kv_head", None, "key/value heads per block: = n_query_head (None) is MHA, 1 is MQA, between is "
               "GQA", kind=int, check=at_least(1), used=is_gpt)
         C.set("n_embd", 192, "width of the residual stream", check=at_least(1))
@@ -381,6 +326,9 @@ class GPT(LanguageModel):
               used=is_recurrent)
         C.set("pretrained_folder", None, "start from DIR/model.pt (fresh optimizer); positions extend if needed",
               kind=str, check=NOT_EMPTY)
+        C.set("init_from", None, "fine-tune a pretrained GPT-2: gpt2, gpt2-medium, gpt2-large, gpt2-xl or a folder of "
+              "one (transformers' format), with GPT-2's tokenizer; the model's settings are the checkpoint's",
+              kind=str, check=NOT_EMPTY)
         C.rule(check_heads_and_positions, when=is_gpt)
         return C
 
@@ -389,7 +337,7 @@ class GPT(LanguageModel):
         config.validate("model.")
         assert config.vocab_size is not None and config.block_size is not None, "set from the data first"
         self.block_size = config.block_size
-        self.pos_emb = config.pos_emb or ("none" if config.rope else "learned")
+        self.pos_emb = position_embedding(config)
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -408,6 +356,14 @@ class GPT(LanguageModel):
         for pn, p in self.named_parameters():
             if pn.endswith(("c_proj.weight", "out_proj.weight", "down_proj.weight")):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder):
+        """minGPT's: GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the hub, or a local folder) through
+        transformers' GPT2LMHeadModel, or a Llama / Mistral folder of a shape this model computes (what
+        scripts/export_hf.py writes); fp32, in eval mode. Anything else is a UserError saying what does not fit."""
+        from mingpt.lab.pretrained import load_pretrained
+        return load_pretrained(name_or_folder)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -505,38 +461,3 @@ def adamw_with_decay(model, decay, train_config):
         {"params": [params[n] for n in sorted(params.keys() - decay)], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=train_config.betas)
-
-
-def check_sampling(temperature, top_k, top_p):
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (or None), got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] (or None), got {top_p}")
-
-
-def sample_next(logits, temperature=1.0, do_sample=False, top_k=None, top_p=None, generator=None):
-    """Pick one token id per row of logits (B, vocab): greedy, or sampled after temperature, top-k and
-    nucleus (top-p) filtering. Returns (B, 1)."""
-    if not do_sample or temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    ids = None  # the token id of each column once logits are cut to the top k or sorted
-    if top_k is not None and top_k < logits.size(-1):
-        logits, ids = torch.topk(logits, top_k)  # (B, k), most likely first: only these can be drawn
-    if top_p is not None:
-        if ids is None:
-            logits, ids = torch.sort(logits, descending=True)
-        probs = F.softmax(logits, dim=-1)
-        # keep the smallest prefix whose probability reaches top_p: drop a token when the tokens before it
-        # already reach it
-        logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
-    # an exponential race draws what torch.multinomial(probs, 1) draws, with three small operations instead of
-    # its checks and cumulative sum: with E_i ~ Exp(1), E_i / p_i ~ Exp(p_i), and the smallest of independent
-    # exponentials is i with probability p_i / sum(p). E is kept above 0 so that a dropped token (p = 0) never
-    # reads 0 / 0
-    race = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
-    choice = (probs / race).argmax(dim=-1, keepdim=True)
-    return choice if ids is None else ids.gather(-1, choice)

@@ -20,8 +20,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from mingpt.dropout import Dropout
-from mingpt.model import LanguageModel, adamw_with_decay, check_sampling, sample_next
+from mingpt.attention import Dropout
+from mingpt.model import LanguageModel, adamw_with_decay
+from mingpt.utils import check_sampling, sample_next
 
 
 def slide(a):

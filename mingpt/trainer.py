@@ -2,9 +2,13 @@
 Simple training loop; Boilerplate that could apply to any arbitrary neural network,
 so nothing in this file really has anything to do with GPT specifically.
 
-After minGPT's Trainer: AdamW from the model's configure_optimizers, gradient clipping, callbacks. Added: a
-warm-up + cosine learning-rate schedule, periodic evaluation on both splits, per-iteration metrics, a tqdm
-bar on a terminal (plain lines otherwise), and state_dict/load_state_dict for exact resumption.
+minGPT's Trainer: `Trainer(config, model, train_dataset)` trains on any torch Dataset of (x, y) pairs through a
+DataLoader that samples with replacement (targets of -1 are ignored by the models' loss), AdamW from the model's
+configure_optimizers, gradient clipping, callbacks ('on_batch_end') that read iter_num, iter_dt and loss, and
+max_iters=None to train until stopped. Added: a dataset with batches of its own (the lab's CharDataset: get_batch
+and get_eval_batch) is read with them and evaluated on both splits; a warm-up + cosine learning-rate schedule;
+gradient accumulation and torchrun's processes; per-iteration metrics; a tqdm bar on a terminal (plain lines
+otherwise); state_dict/load_state_dict for exact resumption.
 """
 
 import contextlib
@@ -16,13 +20,13 @@ import time
 from collections import defaultdict
 
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
-from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
-from mingpt.distributed import Processes, micro_batch_size
-from mingpt.errors import UserError
-from mingpt.measure import DEVICES, device_problem, native_bf16, pick_device
-from mingpt.metrics import new_logs
+from mingpt.lab.distributed import Processes, micro_batch_size
+from mingpt.lab.measure import DEVICES, device_problem, native_bf16, pick_device
+from mingpt.lab.metrics import new_logs
+from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
 
 LR_SCHEDULES = ("cosine", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -30,14 +34,6 @@ def check_schedule(config):
     if config.lr_schedule == "cosine" and config.min_lr > config.learning_rate:
         raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate="
                         f"{config.learning_rate}; the cosine schedule decays from the peak down to min_lr")
-
-
-def decay_iters(config, saved=None):
-    """The steps over which the cosine schedule decays (what --trainer.lr_decay_iters means): the flag; else, on
-    resume, the saved run's (saved: its trainer settings; runs that did not record a decay decayed over their
-    max_iters); else max_iters."""
-    saved = saved or {}
-    return config.lr_decay_iters or saved.get("lr_decay_iters") or saved.get("max_iters") or max(1, config.max_iters)
 
 
 def check_batch_split(config):
@@ -50,9 +46,12 @@ class Trainer:
     def get_default_config():
         C = CN()
         C.set("device", "auto", "auto picks cuda, then mps, then cpu", check=Check(DEVICES, problem=device_problem))
-        C.set("max_iters", 600, "number of optimizer steps", check=at_least(0))
+        C.set("max_iters", 600, "number of optimizer steps (None: until stopped, as minGPT's default)", nullable=True,
+              check=at_least(0))
         C.set("batch_size", 64, "sequences per optimizer step, all processes and micro-steps together",
               check=at_least(1))
+        C.set("num_workers", 4, "DataLoader worker processes for a torch Dataset of (x, y) pairs (datasets with batches "
+              "of their own, as chargpt's, use none)", check=at_least(0))
         C.set("grad_accum_steps", 1, "micro-steps per optimizer step: each process runs batch_size / (processes x "
               "grad_accum_steps) sequences at a time and accumulates their gradients", check=at_least(1))
         C.set("learning_rate", 5e-4, "peak AdamW learning rate", check=above(0))
@@ -63,7 +62,7 @@ class Trainer:
               choices=LR_SCHEDULES)
         C.set("warmup_iters", 50, "warm-up steps of the cosine schedule", check=at_least(0))
         C.set("lr_decay_iters", None, "steps over which cosine decays to min_lr (None: max_iters; on resume: the "
-              "saved run's)", kind=int, check=at_least(1))
+              "saved run's; with max_iters None, no decay)", kind=int, check=at_least(1))
         C.set("min_lr", 5e-5, "learning rate at the end of the cosine schedule", check=at_least(0))
         C.set("dtype", "auto", "auto is bfloat16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX or "
               "AVX512-BF16), else float32", choices=DTYPES)
@@ -75,19 +74,18 @@ class Trainer:
               "(0: never)", check=at_least(0))
         C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (0: only at the end)",
               check=at_least(0))
-        C.set("probe_attention", True, "time every attention call and measure its memory "
-              "(mingpt.attention.timed_attend)")
         C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
         C.rule(check_schedule)
         C.rule(check_batch_split)
         return C
 
     def __init__(self, config, model, train_dataset, processes=None):
-        """processes: this process's place among torchrun's (mingpt.distributed.Processes; one process if None).
+        """processes: this process's place among torchrun's (mingpt.lab.distributed.Processes; one process if None).
         Under torchrun the process group is joined here and left by processes.stop()."""
         config.validate("trainer.")
-        # written out, so that config.json and a later resume see the schedule this run follows
-        config.lr_decay_iters = decay_iters(config)
+        if config.lr_decay_iters is None and config.max_iters is not None:
+            # written out, so that config.json and a later resume see the schedule this run follows
+            config.lr_decay_iters = max(1, config.max_iters)
         self.config = config
         self.model = model  # the plain model: its state_dict has no DistributedDataParallel prefixes
         self.train_dataset = train_dataset
@@ -100,7 +98,7 @@ class Trainer:
         self.processes.start(self.device)
         self.model = self.model.to(self.device)
         print("running on device", self.device)
-        if config.lr_schedule == "cosine" and config.warmup_iters > config.max_iters:
+        if config.lr_schedule == "cosine" and config.max_iters is not None and config.warmup_iters > config.max_iters:
             print(f"warning: --trainer.warmup_iters={config.warmup_iters} is above --trainer.max_iters="
                   f"{config.max_iters}: the learning rate never reaches its peak {config.learning_rate}",
                   file=sys.stderr)
@@ -117,15 +115,32 @@ class Trainer:
         self.batch_generator.manual_seed(self.seed)
         if self.processes.rank:
             torch.manual_seed(self.seed + self.processes.rank)
-        model.set_attention_probe(config.probe_attention)
+        # a dataset with batches of its own draws them with one index; any other is minGPT's: a DataLoader
+        self.get_batch = getattr(train_dataset, "get_batch", None) or self._loader_batches(train_dataset)
+        self.evaluates = hasattr(train_dataset, "get_eval_batch")
 
         self.iter_num = 0
-        self.loss = None
-        self.metrics = {}  # the last iteration's, by mingpt.metrics name
-        self.last_eval = None  # the last evaluation's, by mingpt.metrics name; None when the iteration had none
-        self.logs = new_logs(self.device)  # the run's (mingpt.metrics.LOG_LISTS), filled by the run's callback
+        self.iter_time = time.time()  # minGPT's: when the last iteration ended (s), and how long it took
+        self.iter_dt = 0.0
+        self.loss = None  # the last step's loss, a tensor: its mean over the whole batch
+        self.metrics = {}  # the last iteration's, by mingpt.lab.metrics name
+        self.last_eval = None  # the last evaluation's, by mingpt.lab.metrics name; None when the iteration had none
+        self.logs = new_logs(self.device)  # the run's (mingpt.lab.metrics.LOG_LISTS), filled by the run's callback
         self.stop_requested = False  # by Ctrl-C in any process, agreed on by all at the end of each step
         self.interrupted = False  # by Ctrl-C in this process
+
+    def _loader_batches(self, dataset):
+        """get_batch over a DataLoader that samples (x, y) pairs with replacement, as minGPT's trainer does."""
+        batches = None
+
+        def get_batch(split, batch_size, generator=None):
+            nonlocal batches
+            if batches is None:  # made at the first step, so that a trainer driven by step() alone needs no data
+                sampler = RandomSampler(dataset, replacement=True, num_samples=int(1e10))
+                batches = iter(DataLoader(dataset, sampler=sampler, batch_size=batch_size,
+                                          num_workers=self.config.num_workers, pin_memory=self.device_type == "cuda"))
+            return next(batches)
+        return get_batch
 
     def add_callback(self, onevent: str, callback):
         self.callbacks[onevent].append(callback)
@@ -140,7 +155,7 @@ class Trainer:
     def lr_at(self, it):
         """Learning rate for step `it` (0-based)."""
         C = self.config
-        if C.lr_schedule == "constant":
+        if C.lr_schedule == "constant" or (it >= C.warmup_iters and C.lr_decay_iters is None):
             return C.learning_rate
         if it < C.warmup_iters:
             return C.learning_rate * (it + 1) / C.warmup_iters
@@ -252,7 +267,8 @@ class Trainer:
     def step(self, x, y):
         """One optimizer step on the global batch x, y (B, T): forward and backward over this process's
         micro-batches, gradients averaged over all processes (DistributedDataParallel's all-reduce, skipped by
-        no_sync on every micro-step but the last), clipping, AdamW. Returns the loss of the whole global batch."""
+        no_sync on every micro-step but the last), clipping, AdamW. Returns the loss of the whole global batch
+        (a float; self.loss holds it as a tensor, as minGPT's callbacks read it)."""
         model = self.train_model
         micro_batches = self.share(x, y)
         model.zero_grad(set_to_none=True)
@@ -261,9 +277,9 @@ class Trainer:
             last = i == len(micro_batches) - 1
             with contextlib.nullcontext() if last or model is self.model else model.no_sync():
                 with self.autocast():
-                    _, self.loss = model(xm, ym)
-                (self.loss / len(micro_batches)).backward()
-            losses.append(self.loss.detach())
+                    _, loss = model(xm, ym)
+                (loss / len(micro_batches)).backward()
+            losses.append(loss.detach())
         if self.config.grad_norm_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)
         self.optimizer.step()
@@ -271,37 +287,39 @@ class Trainer:
         # .item()/.tolist() wait for the device, so the caller's timing is this step's own
         loss, stops = self.processes.sum([(sum(losses) / len(losses)).item(), float(self.interrupted)])
         self.stop_requested = stops > 0
+        self.loss = torch.tensor(loss / self.processes.world_size)
         return loss / self.processes.world_size
 
     def _loop(self):
         model, config = self.model, self.config
         model.train()
-        tokens_per_iter = config.batch_size * self.train_dataset.get_block_size()
         # a live bar on a terminal; plain log lines in CI logs and pipes
         bar = tqdm(total=config.max_iters, initial=self.iter_num, dynamic_ncols=True) if sys.stderr.isatty() \
             else None
         val = "-"
-        while self.iter_num < config.max_iters:
+        while config.max_iters is None or self.iter_num < config.max_iters:
             t0 = time.perf_counter()
             lr = self.lr_at(self.iter_num)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            x, y = self.train_dataset.get_batch("train", config.batch_size, self.batch_generator)  # (B, T)
+            x, y = self.get_batch("train", config.batch_size, self.batch_generator)  # (B, T)
             loss = self.step(x, y)
             iter_dt = time.perf_counter() - t0
             self.iter_num += 1
+            self.iter_time, self.iter_dt = time.time(), iter_dt
+            tokens_per_iter = x.numel()
 
-            attn_ms, attn_mib, attn_peak_mib = model.attention_probe()
             self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
-                            "tokens_per_s": tokens_per_iter / iter_dt,
-                            "attention_ms": attn_ms, "attention_mib": attn_mib, "attention_peak_mib": attn_peak_mib}
+                            "tokens_per_s": tokens_per_iter / iter_dt}
+            self.trigger_callbacks("on_step_end")  # where the lab adds what it measured during the step
             if self.iter_num % config.log_interval == 0 or self.iter_num == config.max_iters:
+                attn_ms, attn_mib = self.metrics.get("attention_ms"), self.metrics.get("attention_mib")
                 attn = f"; attn {attn_ms:.2f}ms, {attn_mib:.2f}MiB" if attn_ms is not None else ""
                 self._report(bar, f"iter {self.iter_num}: loss {loss:.4f}, lr {lr:.2e}, "
                                   f"{iter_dt * 1000:.0f}ms/iter, {tokens_per_iter / iter_dt:.0f} tok/s{attn}")
             self.last_eval = None
-            if (config.eval_interval and self.iter_num % config.eval_interval == 0) \
-                    or self.iter_num == config.max_iters:
+            if self.evaluates and ((config.eval_interval and self.iter_num % config.eval_interval == 0)
+                                   or self.iter_num == config.max_iters):
                 ev = self.evaluate()
                 self._report(bar, f"iter {self.iter_num}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}, "
                                   f"val {ev['val_bpc']:.4f} bits/char")

@@ -1,138 +1,393 @@
 """
-Small shared pieces: seeding, atomic file writes (a run killed at any instant leaves the previous good file in
-place), the machine's description for benchmark numbers, CSV rows. The settings system is mingpt/config.py's,
-the user's errors mingpt/errors.py's.
+minGPT's utilities: set_seed, setup_logging, the config node CfgNode and the sampler every model's generate uses.
+
+CfgNode is minGPT's, with each setting declared once with its default, help text, type and check (Check and its
+helpers), merged from command-line flags (parse_value) or from a dict, and validated as a whole. A node without
+declarations is minGPT's free-form one (any key, as projects/adder's C.system); a node with declarations refuses a
+key that none of them names, so a misspelt setting is an error instead of a value nobody reads.
 """
 
-import contextlib
-import io
+import ast
+import difflib
 import json
+import math
 import os
 import random
-import tempfile
+import sys
 
+import numpy as np
 import torch
+from torch.nn import functional as F
 
-from mingpt.errors import UserError
-# the names that the scripts and tests imported from here before they had their own modules
-from mingpt.config import NOT_EMPTY, CfgNode, Check, above, at_least, between, check_script_args, each, \
-    parse_value  # noqa: F401
+
+class UserError(ValueError):
+    """Bad input from the user: the entry points print its message alone as one line and exit with status 2
+    (mingpt/lab/errors.py); from Python it is a ValueError naming what is wrong."""
 
 
 def set_seed(seed):
+    """Seed every generator a run draws from: Python's, numpy's and torch's (CPU and every GPU)."""
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
+def setup_logging(config):
+    """minGPT's start of a run: make config.system.work_dir and write the command line (args.txt) and the config
+    (config.json) into it, each atomically."""
+    from mingpt.lab.files import save_json, save_text
+    work_dir = config.system.work_dir
+    os.makedirs(work_dir, exist_ok=True)
+    save_text(" ".join(sys.argv), os.path.join(work_dir, "args.txt"))
+    save_json(config.to_dict(), os.path.join(work_dir, "config.json"))
+
+
+def parse_value(text):
+    """Turn one flag value into a Python object. Anything that is not a literal stays a string, so paths such as
+    ./out/x or /tmp/x work (minGPT's literal_eval crashes on them)."""
+    if text in ("True", "true"):
+        return True
+    if text in ("False", "false"):
+        return False
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return text
+
+
+class Check:
+    """A condition on one setting's value. `text` is what --help shows (e.g. ">= 1"); calling the check returns
+    None for a good value, else the problem in words. `test` says yes or no; `problem` (value -> str or None)
+    serves checks that explain themselves, such as the device check."""
+
+    def __init__(self, text, test=None, problem=None):
+        self.text, self.test, self.problem = text, test, problem
+
+    def __call__(self, value):
+        if self.problem is not None:
+            return self.problem(value)
+        return None if self.test(value) else f"must be {self.text}"
+
+    def __str__(self):
+        return self.text
+
+
+def at_least(low):
+    return Check(f">= {low}", lambda v: v >= low)
+
+
+def above(low):
+    return Check(f"> {low}", lambda v: v > low)
+
+
+def between(low, high, high_open=False):
+    """low <= v <= high, or low <= v < high with high_open."""
+    return Check(f"in [{low}, {high}{')' if high_open else ']'}",
+                 lambda v: low <= v < high if high_open else low <= v <= high)
+
+
+def each(check):
+    """`check` on every element of a tuple setting."""
+    return Check(f"each {check}", problem=lambda values: None if all(check(v) is None for v in values)
+                 else f"must have every value {check}")
+
+
+NOT_EMPTY = Check("a non-empty string", lambda v: v != "")
+
+
+class Setting:
+    """What one setting may hold: its type, whether None is allowed, its choices and its check; its default;
+    `used`, whether the node's other settings make the program read it (None: always); for a preset, what each of
+    its values sets."""
+
+    def __init__(self, kind, nullable, choices, check, default=None, used=None, expands=None):
+        self.kind, self.nullable, self.choices, self.check = kind, nullable, choices, check
+        self.default, self.used, self.expands = default, used, expands
+
+    def describe(self):
+        """The range or choices for --help, e.g. 'cosine | constant' or '>= 1'."""
+        if self.choices:
+            return "one of " + " | ".join(map(str, self.choices + ((None,) if self.nullable else ())))
+        return f"{self.check} or None" if self.check and self.nullable else str(self.check or "")
+
+
+def _shown(value):
+    return value if isinstance(value, str) and value and value.strip() == value else repr(value)
+
+
+def _type_name(kind):
+    return {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple"}.get(kind, kind.__name__)
+
+
+def _is_kind(value, kind):
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def coerce(key, value, example):
+    """Check `value` against the type of `example` (the default, or a value of the declared type); return it
+    converted where lossless (an int for a float setting, a list for a tuple one)."""
+    if value is None:
+        return value
+    if isinstance(example, (tuple, list)):
+        if isinstance(value, (tuple, list)) and len(value) == len(example):
+            return type(example)(coerce(key, v, d) for v, d in zip(value, example))
+        raise UserError(f"--{key}: expected a {_type_name(type(example))} of {len(example)} values like "
+                        f"{example!r}, got {value!r}")
+    if isinstance(example, str):
+        return str(value)
+    if _is_kind(value, type(example)):
+        return float(value) if isinstance(example, float) else value
+    raise UserError(f"--{key}: expected {_type_name(type(example))}, got {value!r}")
+
+
+class CfgNode:
+    """minGPT's config node: attributes are settings, nested nodes group them. Each setting is declared once with
+    `set` (default, help, and what values it may take) or `derive`; `validate` checks every setting against its
+    declaration, and `python chargpt.py --help` prints them all."""
+
+    def __init__(self, **kwargs):
+        for private in ("_doc", "_spec", "_derived", "_aliases"):
+            self.__dict__[private] = {}
+        self.__dict__["_rules"] = []
+        self.__dict__["_given"] = set()  # the declared settings given a value since their declaration
+        self.__dict__["_prefix"] = ""  # the node's place in the tree, e.g. "model.", once it is attached
+        self.__dict__.update(kwargs)
+
+    def __setattr__(self, key, value):
+        key = self._aliases.get(key, key)
+        if self._spec and key not in self.__dict__ and not isinstance(value, CfgNode):
+            raise UserError(f"unknown config key {self._prefix}{key}{self._hint(key)}")
+        if isinstance(value, CfgNode):
+            value.__dict__["_prefix"] = f"{self._prefix}{key}."
+        self.__dict__[key] = value
+        if key in self._spec:
+            self._given.add(key)
+
+    def __getattr__(self, key):  # only for names that are not attributes: the aliases
+        aliases = self.__dict__.get("_aliases", {})
+        if key in aliases:
+            return getattr(self, aliases[key])
+        raise AttributeError(f"config node {self.__dict__.get('_prefix', '')!r} has no key {key!r}")
+
+    def _hint(self, key):
+        close = difflib.get_close_matches(key, [k for k, _ in self.items()] + list(self._aliases), n=3, cutoff=0.5)
+        return f"; did you mean {', '.join(self._named(self._prefix + c) for c in close)}?" if close else ""
+
+    def _named(self, dotted, dashes=""):
+        """A setting's dotted name as a hint shows it, with the setting that an alias stands for."""
+        *path, leaf = dotted.split(".")
+        node = self
+        for part in path[len(self._prefix.split(".")) - 1:]:
+            node = getattr(node, part, None)
+        target = node._aliases.get(leaf) if isinstance(node, CfgNode) else None
+        return f"{dashes}{dotted}" + (f" ({dashes}{'.'.join(path + [target])})" if target else "")
+
+    def set(self, key, default, doc, *, kind=None, choices=None, check=None, nullable=None, used=None,
+            expands=None):
+        """Declare a setting. kind: its type (default: the default's type; give it when the default is None);
+        choices: the values it may take; check: a Check its values must pass; nullable: whether None is allowed
+        (default: when the default is None); used: node -> whether the program reads the setting with the node's
+        other values (default: always), for `ignored`; expands: makes it a preset, {value: {other setting: its
+        value}}, which applies to the settings of this node that are not given a value of their own."""
+        kind = kind or (type(default) if default is not None else type(choices[0]) if choices else None)
+        if kind is None:
+            raise TypeError(f"setting {key}: give kind= when the default is None")
+        self.__dict__[key] = default
+        self._doc[key] = doc
+        self._spec[key] = Setting(kind, default is None if nullable is None else nullable, choices, check, default,
+                                  used, expands)
+        return self
+
+    def alias(self, name, key):
+        """A second name for setting `key` (minGPT's n_head for n_query_head): reading, setting and flags alike."""
+        self._aliases[name] = key
+        return self
+
+    def _expand_presets(self):
+        """Apply the presets of this node to its settings that were not given a value of their own, wherever the
+        preset and they were set (flags, a dict, attributes)."""
+        for key, spec in self._spec.items():
+            if spec.expands:
+                for other, value in spec.expands.get(getattr(self, key), {}).items():
+                    if other not in self._given:
+                        self.__dict__[other] = value
+
+    def derive(self, key, why, kind=int, check=None):
+        """A setting the program fills in itself (e.g. from the data): a flag for it is an error saying `why`."""
+        self.set(key, None, why, kind=kind, check=check)
+        self._derived[key] = why
+        return self
+
+    def rule(self, check, when=None):
+        """A check across this node's settings, run by `validate` after each setting passed its own:
+        check(node) raises UserError naming the flags and the fix. when: node -> whether the settings it checks are
+        used (default: always); the rule is skipped where they are not."""
+        self._rules.append((check, when))
+        return self
+
+    def ignored(self, prefix=""):
+        """The flags (--node.key) of this node and those below that hold a value other than their default while
+        their `used` says the program does not read them."""
+        flags = []
+        for key, value in self.items():
+            spec = self._spec.get(key)
+            if isinstance(value, CfgNode):
+                flags += value.ignored(f"{prefix}{key}.")
+            elif spec and spec.used and value != spec.default and not spec.used(self):
+                flags.append(f"--{prefix}{key}")
+        return flags
+
+    def items(self):
+        return [(k, v) for k, v in self.__dict__.items() if not k.startswith("_")]
+
+    def to_dict(self):
+        return {k: v.to_dict() if isinstance(v, CfgNode) else v for k, v in self.items()}
+
+    def flat(self, prefix=""):
+        """[(dotted_key, value, doc)] for every leaf setting."""
+        rows = []
+        for k, v in self.items():
+            if isinstance(v, CfgNode):
+                rows += v.flat(prefix + k + ".")
+            else:
+                rows.append((prefix + k, v, self._doc.get(k, "")))
+        return rows
+
+    def alias_names(self, prefix=""):
+        """The dotted names of every alias of this node and those below (for flags' did-you-mean)."""
+        names = [prefix + name for name in self._aliases]
+        for k, v in self.items():
+            if isinstance(v, CfgNode):
+                names += v.alias_names(f"{prefix}{k}.")
+        return names
+
+    def describe(self, key):
+        """The range or choices of setting `key` ('' when it has none)."""
+        spec = self._spec.get(key)
+        return spec.describe() if spec and key not in self._derived else ""
+
+    def validate(self, prefix=""):
+        """Check every setting against its declaration, then this node's rules, then the nodes below; raises
+        UserError naming the first bad flag. `prefix` is the node's place in the tree (e.g. "model.")."""
+        self._expand_presets()
+        for key, value in self.items():
+            spec = self._spec.get(key)
+            if spec is None or isinstance(value, CfgNode):
+                continue
+            flag = f"--{prefix}{key}"
+            if value is None:
+                if spec.nullable:
+                    continue
+                raise UserError(f"{flag} must be set (see --help)")
+            if not _is_kind(value, spec.kind) or (spec.kind is tuple and not value):
+                raise UserError(f"{flag}={_shown(value)}: expected {_type_name(spec.kind)}")
+            if isinstance(value, float) and not math.isfinite(value) or \
+                    isinstance(value, tuple) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise UserError(f"{flag}={_shown(value)} must be a finite number")
+            if spec.choices is not None and value not in spec.choices:
+                raise UserError(f"{flag}={_shown(value)} must be one of {', '.join(map(str, spec.choices))}")
+            problem = spec.check(value) if spec.check else None
+            if problem:
+                raise UserError(f"{flag}={_shown(value)} {problem}")
+        for check, when in self._rules:
+            if when is None or when(self):
+                check(self)
+        for key, value in self.items():
+            if isinstance(value, CfgNode):
+                value.validate(f"{prefix}{key}.")
+        return self
+
+    def merge_from_dict(self, d):
+        for k, v in d.items():
+            if isinstance(v, dict) and isinstance(getattr(self, k, None), CfgNode):
+                getattr(self, k).merge_from_dict(v)
+            else:
+                setattr(self, k, tuple(v) if isinstance(v, list) and self._is_tuple(k) else v)
+        self._expand_presets()
+
+    def _is_tuple(self, key):
+        spec = self._spec.get(key)
+        return spec is not None and spec.kind is tuple
+
+    def merge_from_args(self, args):
+        """Merge `--node.key=value` (or `node.key=value`) flags, checking each value's type; ranges, choices and
+        rules are `validate`'s. A preset sets the settings of its node that no flag gives, wherever it stands among
+        the flags. Raises UserError naming the bad flag."""
+        known = [key for key, _, _ in self.flat()] + self.alias_names()
+        given = set()  # the nodes that flags gave values
+        for arg in args:
+            body = arg[2:] if arg.startswith("--") else arg
+            if "=" not in body:
+                raise UserError(f"flag {arg!r} is not of the form --node.key=value (see --help)")
+            key, text = body.split("=", 1)
+            node, *path = key.split(".")
+            obj = self
+            for part in [node] + path[:-1]:
+                obj = getattr(obj, part, None)
+                if not isinstance(obj, CfgNode):
+                    obj = None
+                    break
+            leaf = obj._aliases.get(path[-1], path[-1]) if obj is not None and path else None
+            if obj is None or leaf is None or leaf not in dict(obj.items()) or isinstance(getattr(obj, leaf), CfgNode):
+                close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(self._named(c, '--') for c in close)}?" if close else "; see --help"
+                raise UserError(f"unknown config key --{key}{hint}")
+            if leaf in obj._derived:
+                raise UserError(f"--{key} cannot be set: {obj._derived[leaf]}")
+            default, spec = getattr(obj, leaf), obj._spec.get(leaf)
+            kind = spec.kind if spec else type(default)
+            if kind is str:  # the text as written: a path or a name never goes through literal_eval
+                value = None if text == "None" and (spec is None or spec.nullable) else text
+            else:
+                value = parse_value(text)
+            example = default if default is not None else kind()
+            setattr(obj, leaf, coerce(key, value, example))
+            given.add(obj)
+        for obj in given:
+            obj._expand_presets()
+
+    def __str__(self):
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+
 # -----------------------------------------------------------------------------
-# atomic writes: a run killed at any instant leaves the previous good file in place
-
-TEMP_SUFFIX = ".tmp"
+# the sampler behind every model's generate
 
 
-def _temp_prefix(path):
-    return "." + os.path.basename(path) + "."
+def check_sampling(temperature, top_k, top_p):
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (or None), got {top_p}")
 
 
-@contextlib.contextmanager
-def atomic_open(path, mode="w"):
-    """Open a temporary file beside `path`; rename it over `path` only when the block finishes cleanly. A write
-    the OS refuses (disk full, file too large, permission) is a UserError naming the file; `path` keeps its
-    previous content."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous {os.path.basename(path)} "
-                            f"(if any) is intact") from None
-        raise
-
-
-def remove_stale_temporaries(directory):
-    """Delete the temporary files that a write killed half-way (kill -9, power loss) left in `directory`."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
-            if name.startswith(".") and name.endswith(TEMP_SUFFIX) and len(name.split(".")) >= 4:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(directory, name))
-
-
-def save_json(obj, path):
-    with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-
-
-def save_torch(obj, path):
-    # serialised in memory first, so that a failing disk shows up as an OSError of the plain write
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_open(path, "wb") as f:
-        f.write(buffer.getbuffer())
-
-
-def save_text(text, path):
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def check_writable_folder(path, flag):
-    """UserError unless `path` is, or can be made as, a folder this process may write to: without creating it."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        where = "is a file" if probe == os.path.abspath(path) else f"is under {probe}, which is a file"
-        raise UserError(f"{flag}={path} {where}; give a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{flag}={path}: {probe} is not writable; choose another folder")
-
-
-def check_temporary_folder():
-    """UserError unless Python finds a temporary folder it can write to. torch's compile machinery, which the
-    optimizer imports, asks for one (tempfile.gettempdir, which writes a probe file in each candidate), and a full
-    or read-only disk would otherwise end the run in a traceback from inside torch."""
-    try:
-        tempfile.gettempdir()
-    except OSError as e:
-        raise UserError(f"cannot write a temporary file ({e.strerror or e}; a full or read-only disk?): free some "
-                        f"space or set TMPDIR to a writable folder") from None
-
-
-def machine_info():
-    """One line naming the machine and torch version, printed with every benchmark number."""
-    import platform
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {device}; " \
-           f"torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def write_csv(rows, path):
-    """Rows (a list of dicts with the same keys) to a CSV file, atomically."""
-    import csv
-    with atomic_open(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def sample_next(logits, temperature=1.0, do_sample=False, top_k=None, top_p=None, generator=None):
+    """Pick one token id per row of logits (B, vocab): greedy, or sampled after temperature, top-k and
+    nucleus (top-p) filtering. Returns (B, 1)."""
+    if not do_sample or temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    ids = None  # the token id of each column once logits are cut to the top k or sorted
+    if top_k is not None and top_k < logits.size(-1):
+        logits, ids = torch.topk(logits, top_k)  # (B, k), most likely first: only these can be drawn
+    if top_p is not None:
+        if ids is None:
+            logits, ids = torch.sort(logits, descending=True)
+        probs = F.softmax(logits, dim=-1)
+        # keep the smallest prefix whose probability reaches top_p: drop a token when the tokens before it
+        # already reach it
+        logits = logits.masked_fill(probs.cumsum(dim=-1) - probs >= top_p, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    # an exponential race draws what torch.multinomial(probs, 1) draws, with three small operations instead of
+    # its checks and cumulative sum: with E_i ~ Exp(1), E_i / p_i ~ Exp(p_i), and the smallest of independent
+    # exponentials is i with probability p_i / sum(p). E is kept above 0 so that a dropped token (p = 0) never
+    # reads 0 / 0
+    race = torch.empty_like(probs).exponential_(generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
+    choice = (probs / race).argmax(dim=-1, keepdim=True)
+    return choice if ids is None else ids.gather(-1, choice)

@@ -9,11 +9,12 @@ import argparse
 
 import torch
 
-from mingpt.bench import best_device, time_ms
-from mingpt.config import at_least, check_script_args
+from mingpt.lab.bench import best_device, time_ms
+from mingpt.lab.errors import check_script_args
+from mingpt.lab.files import machine_info
+from mingpt.lab.settings import build_model
 from mingpt.model import GPT
-from mingpt.settings import build_model
-from mingpt.utils import machine_info
+from mingpt.utils import at_least
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
 

@@ -1,5 +1,5 @@
 """
-The data layer's cost past tiny-shakespeare (mingpt/token_cache.py): corpora made of tiny-shakespeare's lines in
+The data layer's cost past tiny-shakespeare (mingpt/data/token_cache.py): corpora made of tiny-shakespeare's lines in
 a seeded shuffle at each size, tokenized into a fresh token cache by each tokenizer (build time, MB/s, peak RSS of
 the building process), then a run of `python chargpt.py` on the cached corpus (time from its start to its first
 step, i.e. to the trainer's first line once data and model are ready; peak RSS of one iteration and an evaluation) beside the same run on tiny-shakespeare; with --nanogpt, nanoGPT's shakespeare_char prepare.py on
@@ -23,16 +23,16 @@ import subprocess
 import sys
 import time
 
-from mingpt.bench import run_measured
-from mingpt.config import at_least, check_script_args
-from mingpt.errors import fail
-from mingpt.tokenizer import TOKENIZERS
-from mingpt.utils import machine_info, save_json
+from mingpt.data.tokenizer import TOKENIZERS
+from mingpt.lab.bench import run_measured
+from mingpt.lab.errors import check_script_args, fail
+from mingpt.lab.files import machine_info, save_json
+from mingpt.utils import at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
 MB = 1_000_000
-BUILD = "import sys; from mingpt.settings import get_config; from mingpt.data import CharDataset; c = get_config(); " \
+BUILD = "import sys; from mingpt.lab.settings import get_config; from mingpt.data import CharDataset; c = get_config(); " \
         "c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
 RUN_FLAGS = ["--trainer.max_iters=1", "--trainer.eval_iters=1", "--trainer.sample_interval=0",
              "--trainer.log_interval=1", "--system.wandb=disabled"]

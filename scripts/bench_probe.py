@@ -15,11 +15,11 @@ import time
 
 import torch
 
-from mingpt.config import at_least, check_script_args
-from mingpt.errors import fail
-from mingpt.settings import build_model, config_from_flags
+from mingpt.lab.errors import check_script_args, fail
+from mingpt.lab.files import machine_info
+from mingpt.lab.settings import build_model, config_from_flags
 from mingpt.trainer import Trainer
-from mingpt.utils import machine_info
+from mingpt.utils import at_least
 
 VOCAB_SIZE = 65  # tiny-shakespeare's characters; the tokens are random, only the shapes matter
 
@@ -44,12 +44,14 @@ def main():
 
     times_ms = {True: [], False: []}
     for step in range(args.warmup + args.steps):
-        probe = step % 2 == 0
-        model.set_attention_probe(probe)
+        probed = step % 2 == 0
+        probe = AttentionProbe(model) if probed else None
         t0 = time.perf_counter()
         trainer.step(x, y)  # it ends by reading the loss, which waits for the device
         if step >= args.warmup:
-            times_ms[probe].append((time.perf_counter() - t0) * 1000)
+            times_ms[probed].append((time.perf_counter() - t0) * 1000)
+        if probe is not None:
+            probe.remove()
 
     on, off = (statistics.median(times_ms[probe]) for probe in (True, False))
     print(machine_info())

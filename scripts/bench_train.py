@@ -35,12 +35,12 @@ import time
 
 import torch
 
-from mingpt.bench import matmul_peak_flops, run_measured
-from mingpt.config import at_least, check_script_args
-from mingpt.errors import fail
+from mingpt.lab.bench import matmul_peak_flops, run_measured
+from mingpt.lab.errors import check_script_args, fail
+from mingpt.lab.files import machine_info
+from mingpt.lab.settings import config_from_flags
 from mingpt.model import GPT
-from mingpt.settings import config_from_flags
-from mingpt.utils import machine_info
+from mingpt.utils import at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")

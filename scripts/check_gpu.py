@@ -36,11 +36,12 @@ import tempfile
 import torch
 
 from mingpt.attention import banded_attention, naive_attention
-from mingpt.bench import attention_step, gpt_mini, peak_memory_bytes
-from mingpt.run import train
-from mingpt.sampling import sample
-from mingpt.settings import get_config
-from mingpt.utils import machine_info, save_json
+from mingpt.lab.bench import attention_step, gpt_mini, peak_memory_bytes
+from mingpt.lab.files import machine_info, save_json
+from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.run import train
+from mingpt.lab.sampling import sample
+from mingpt.lab.settings import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COURSE_MB = {6: 78.02, 1: 21.1, 2: 42.2, 3: 51.1}  # per layer, the course's GPU figures for this shape
@@ -52,12 +53,12 @@ def probe_at_gpt_mini(n_kv_head, batch=64, block=128):
     """(time ms, memory MiB, peak MiB) per layer from one training step of gpt-mini's attention shape."""
     model = gpt_mini(block_size=block, n_kv_head=n_kv_head, attn_impl="naive", gqa_scores="group_sum",
                      device="cuda").train()
-    model.set_attention_probe(True)
+    probe = AttentionProbe(model)
     idx = torch.randint(65, (batch, block), device="cuda")
     for _ in range(2):  # the first step pays for CUDA's lazy initialisation
         model(idx, idx)[1].backward()
         torch.cuda.synchronize()
-    return model.attention_probe()
+    return probe.reading()
 
 
 def check_probes():

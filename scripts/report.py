@@ -19,8 +19,8 @@ import os
 
 from PIL import Image
 
-from mingpt.errors import fail
-from mingpt.utils import save_text
+from mingpt.lab.errors import fail
+from mingpt.lab.files import save_text
 
 TABLES = ("final.csv", "cost.csv", "length.csv", "checks.csv")
 

@@ -19,7 +19,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from mingpt.study import Study, study_args
+from mingpt.lab.study import Study, study_args
 
 
 def max_diff(a, b):

@@ -7,7 +7,7 @@ at both lengths.
     python scripts/study_context_extension.py --scale quick|cpu|full
 """
 
-from mingpt.study import Study, loss_curve_figure, study_args
+from mingpt.lab.study import Study, loss_curve_figure, study_args
 
 
 def main(argv=None):

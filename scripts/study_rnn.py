@@ -5,7 +5,7 @@ the invalid one (1.2a, which reads the character it predicts) and the Transforme
     python scripts/study_rnn.py --scale quick|cpu|full
 """
 
-from mingpt.study import Study, compare_runs, study_args
+from mingpt.lab.study import Study, compare_runs, study_args
 
 
 def main(argv=None):

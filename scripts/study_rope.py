@@ -5,8 +5,8 @@ rotary position embeddings, on one plot, and the two models' samples side by sid
     python scripts/study_rope.py --scale quick|cpu|full
 """
 
-from mingpt.study import Study, compare_runs, final_sample, study_args
-from mingpt.utils import write_csv
+from mingpt.lab.files import write_csv
+from mingpt.lab.study import Study, compare_runs, final_sample, study_args
 
 
 def main(argv=None):

@@ -12,9 +12,9 @@ import statistics
 import matplotlib.pyplot as plt
 import torch
 
-from mingpt.bench import generation_speed, median_after_warmup
-from mingpt.study import Study, final_sample, study_args
-from mingpt.utils import write_csv
+from mingpt.lab.bench import generation_speed, median_after_warmup
+from mingpt.lab.files import write_csv
+from mingpt.lab.study import Study, final_sample, study_args
 
 VARIANTS = {
     "char": [],

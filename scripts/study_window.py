@@ -1,6 +1,6 @@
 """
 Study 5, window: time and memory of the writeup's naive sliding-window attention against the banded fast path
-across sequence lengths N and windows w (forward + backward, from mingpt.bench), and the training loss of
+across sequence lengths N and windows w (forward + backward, from mingpt.lab.bench), and the training loss of
 models with windows of 16, 32 and 64 tokens against full causal attention at equal iterations.
 
     python scripts/study_window.py --scale quick|cpu|full
@@ -8,8 +8,8 @@ models with windows of 16, 32 and 64 tokens against full causal attention at equ
 
 import matplotlib.pyplot as plt
 
-from mingpt.bench import best_device, window_attention_cost
-from mingpt.study import Study, compare_runs, study_args
+from mingpt.lab.bench import best_device, window_attention_cost
+from mingpt.lab.study import Study, compare_runs, study_args
 
 SIZES = {"quick": [128, 256], "cpu": [512, 1024, 2048, 4096], "full": [512, 1024, 2048, 4096, 8192]}
 WINDOWS = {"quick": [16], "cpu": [64, 256], "full": [64, 256]}

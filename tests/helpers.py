@@ -4,6 +4,7 @@ pytest's pythonpath). The `text_file` fixture is in conftest.py.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,8 +12,8 @@ import time
 import pytest
 import torch
 
+from mingpt.lab.settings import get_config
 from mingpt.model import GPT
-from mingpt.run import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: chargpt.py, scripts/
 CORPUS = os.path.join(ROOT, "input.txt")
@@ -58,6 +59,25 @@ def model_config(**overrides):
 def run_cli(*args, cwd=ROOT, timeout=600):
     return subprocess.run([sys.executable, os.path.join(ROOT, "chargpt.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# root reads and writes whatever the permissions say, through two capabilities; without them, root's own files bind
+# it as they bind their owner (every machine here and CI run the tests as root)
+WITHOUT_OVERRIDES = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                     "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def run_cli_bound_by_permissions(*args, timeout=600):
+    """chargpt.py run so that file permissions bind it: as it is for a user other than root, and for root without
+    the capabilities that override them (util-linux's setpriv), so that a permission check meets the real refusal."""
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without util-linux's setpriv cannot give up the permission overrides")
+        prefix = WITHOUT_OVERRIDES
+    return subprocess.run([*prefix, sys.executable, os.path.join(ROOT, "chargpt.py"), *args], cwd=ROOT,
+                          env={**checkout_env(), "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def assert_one_line_error(proc, *needles):

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from helpers import DEVICES, model_config
-from mingpt.attention import attend, attention_dropout, attention_mask, banded_attention, fast_attention, \
-    naive_attention, profile_peak_memory, timed_attend, window_block_size
-from mingpt.dropout import dropped
-from mingpt.model import GPT, CausalSelfAttention, GroupedQueryAttention
+from mingpt.attention import attend, attention_dropout, attention_mask, banded_attention, dropped, fast_attention, \
+    naive_attention, window_block_size
+from mingpt.lab.measure import AttentionProbe, profile_peak_memory, timed
+from mingpt.model import CausalSelfAttention, GPT, GroupedQueryAttention
 
 
 # -----------------------------------------------------------------------------
@@ -213,10 +213,10 @@ def test_probe_in_training(device):
     allocated by the call, with a peak at least as high)."""
     torch.manual_seed(0)
     model = GPT(model_config(attn_impl="naive")).to(device).train()
-    model.set_attention_probe(True)
+    probe = AttentionProbe(model)
     idx = torch.randint(11, (4, 32), device=device)
     model(idx, idx)[1].backward()
-    time_ms, memory_mib, peak_mib = model.attention_probe()
+    time_ms, memory_mib, peak_mib = probe.reading()
     scores_mib = 4 * 6 * 32 * 32 * 4 / 2**20  # (B, H, T, T) fp32 probabilities, which backward needs
     assert time_ms > 0 and memory_mib >= scores_mib
     assert (peak_mib is None) == (device == "cpu") and (peak_mib is None or peak_mib >= memory_mib)
@@ -228,7 +228,7 @@ def test_probe_reads_training_steps_alone(device, monkeypatch):
     alone); on CUDA a probed call reads the allocator's statistics twice, once before it and once after."""
     torch.manual_seed(0)
     model = GPT(model_config(attn_impl="naive")).to(device).train()
-    model.set_attention_probe(True)
+    probe = AttentionProbe(model)
     idx = torch.randint(11, (4, 32), device=device)
     stats_reads = []
     if device == "cuda":
@@ -240,17 +240,17 @@ def test_probe_reads_training_steps_alone(device, monkeypatch):
         monkeypatch.setattr(torch.cuda.memory, "memory_stats", counted)  # what memory_allocated & co. call
         monkeypatch.setattr(torch.cuda, "memory_stats", counted)
     model(idx, idx)[1].backward()
-    readings = [attn.probe_reading for attn in model.attention_modules()]
+    readings = [probe.readings[attn] for attn in model.attention_modules()]
     assert len(stats_reads) == (2 * len(readings) if device == "cuda" else 0)
     model.eval()
     model(idx, idx)
     model.generate(idx[:1, :4], 5)
-    assert all(attn.probe_reading is reading for attn, reading in zip(model.attention_modules(), readings))
+    assert all(probe.readings[attn] is reading for attn, reading in zip(model.attention_modules(), readings))
 
 
 def test_probes_on_cpu():
     q, k, v = torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16), torch.randn(1, 2, 256, 16)
-    y, reading = timed_attend(q, k, v)
+    y, reading = timed(attend, q, k, v)
     torch.testing.assert_close(y, attend(q, k, v))
     assert reading.time_ms > 0 and reading.memory_mib == 0  # nothing needs grad: autograd saves nothing
     assert reading.peak_mib is None  # no allocator counters on a CPU
@@ -258,8 +258,8 @@ def test_probes_on_cpu():
     # on CPU the probe's memory is what autograd saves for backward: the naive path keeps its (B, H, T, T)
     # probabilities, the fused kernel only q, k, v, the output and a row statistic
     q, k, v = (t.requires_grad_() for t in (q, k, v))
-    naive_mib = timed_attend(q, k, v, 0, "naive")[1].memory_mib
-    fused_mib = timed_attend(q, k, v, 0, "fast")[1].memory_mib
+    naive_mib = timed(attend, q, k, v, 0, "naive")[1].memory_mib
+    fused_mib = timed(attend, q, k, v, 0, "fast")[1].memory_mib
     assert score_bytes / 2**20 <= naive_mib < 4 * (score_bytes + 4 * q.nbytes) / 2**20
     assert fused_mib < naive_mib / 4
     naive_peak = profile_peak_memory(naive_attention, q, k, v)

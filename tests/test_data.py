@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from helpers import made_up_text
-from mingpt.data import CharDataset, read_text
+from mingpt.data.corpus import read_text
+from mingpt.data.dataset import CharDataset
 from mingpt.utils import UserError
 
 

@@ -1,4 +1,4 @@
-"""Dropout with the cheap CPU mask (mingpt/dropout.py) is still dropout with probability p: the mask's rate and
+"""Dropout with the cheap CPU mask (mingpt/attention.py) is still dropout with probability p: the mask's rate and
 independence at every draw position, and the module's rate, scale, mean and gradient beside torch's nn.Dropout."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from mingpt.dropout import Dropout, dropped
+from mingpt.attention import Dropout, dropped
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.03])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from helpers import DEVICES, full_forward_greedy_matches, model_config
-from mingpt.model import GPT, sample_next
+from mingpt.model import GPT
+from mingpt.utils import sample_next
 
 
 # -----------------------------------------------------------------------------

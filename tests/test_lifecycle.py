@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from helpers import ROOT, made_up_text, run_cli, tiny_config, wandb_runs
-from mingpt.attention import naive_attention, profile_peak_memory
-from mingpt.run import load_checkpoint, train
+from mingpt.attention import naive_attention
+from mingpt.lab.checkpoint import load_checkpoint
+from mingpt.lab.measure import profile_peak_memory
+from mingpt.lab.run import train
 from mingpt.utils import UserError
 
 TINY = ["--system.wandb=disabled", "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4",

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from helpers import model_config, tiny_config
+from mingpt.lab.checkpoint import saved_model_config
+from mingpt.lab.run import train
+from mingpt.lab.settings import get_config, help_text
 from mingpt.model import GPT, RMSNorm, SwiGLU, mlp_hidden_size
-from mingpt.run import get_config, help_text, saved_model_config, train
 from mingpt.utils import UserError
 
 

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from helpers import full_forward_greedy_matches, model_config, run_cli, tiny_config
+from mingpt.lab.checkpoint import load_state_into
+from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.run import train
+from mingpt.lab.settings import build_model
 from mingpt.rnn import ElmanRNN
-from mingpt.run import build_model, load_state_into, train
 
 
 # -----------------------------------------------------------------------------
@@ -114,8 +117,7 @@ def test_every_model_has_the_language_model_interface(model_type):
     """What the trainer and a run call on any model (mingpt.model.LanguageModel), with the same meaning for all."""
     model = build_model(model_config(model_type=model_type, n_embd=16, n_query_head=4, n_kv_head=2))
     assert model.num_params() == sum(p.numel() for p in model.parameters())
-    model.set_attention_probe(True)
-    assert model.attention_probe() == (None, None, None)  # no training step yet
+    assert AttentionProbe(model).reading() == (None, None, None)  # no training step yet
     gpt = model_type == "gpt"
     assert (model.pos_emb is not None, model.kv_cache_bytes() is not None, len(model.attention_modules()) > 0) \
         == (gpt, gpt, gpt)

@@ -1,5 +1,5 @@
 """
-The token cache (mingpt/token_cache.py) and the corpus it reads (mingpt/corpus.py): the cached ids against ids
+The token cache (mingpt/data/token_cache.py) and the corpus it reads (mingpt/data/corpus.py): the cached ids against ids
 computed independently from the whole text (a sorted alphabet, a Counter of regex pieces, tokenizers trained and
 run on the whole split), batches for a seed against windows cut from those ids, chunk boundaries anywhere (tiny
 chunks, multi-byte characters), folders as corpora, reuse and new entries, rebuilds of damaged entries, atomic
@@ -18,13 +18,14 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, made_up_text, run_cli, tiny_config
-from mingpt import corpus as corpus_module, tokenizer as tokenizer_module
-from mingpt.corpus import Corpus
-from mingpt.data import CharDataset
-from mingpt.run import get_config, train
-from mingpt.cache_entry import MANIFEST_FILE
-from mingpt.token_cache import load
-from mingpt.tokenizer import WORD_PIECES
+from mingpt.data import corpus as corpus_module, encode as encode_module, tokenizer as tokenizer_module
+from mingpt.data.cache_entry import MANIFEST_FILE
+from mingpt.data.corpus import Corpus
+from mingpt.data.dataset import CharDataset
+from mingpt.data.token_cache import load
+from mingpt.data.tokenizer import WORD_PIECES
+from mingpt.lab.run import train
+from mingpt.lab.settings import get_config
 from mingpt.utils import UserError
 
 TEXT = made_up_text(30000) + "Ünïcödé: 日本語 😀👍🏽, ROMEO!\n" * 40 + "  tail\twhite   space \n\n"
@@ -51,8 +52,7 @@ def tiny_chunks(monkeypatch):
     characters are cut between reads."""
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 61)
     monkeypatch.setattr(tokenizer_module, "PIECE_CHARS", {"char": None, "word": 7, "bpe": 7})
-    import mingpt.encode
-    monkeypatch.setattr(mingpt.encode, "PIECE_CHARS", {"char": None, "word": 7, "bpe": 7})
+    monkeypatch.setattr(encode_module, "PIECE_CHARS", {"char": None, "word": 7, "bpe": 7})
 
 
 def split(text, fraction=0.1):
@@ -287,7 +287,7 @@ def test_a_run_resumes_with_a_char_vocabulary_of_another_corpus_refused(tmp_path
 def test_waiting_process_ends_with_the_builders_error(tmp_path, monkeypatch):
     """A process that is not its machine's first waits for the entry, and ends with the builder's line if the
     build failed (the note is named by the processes' common parent, torchrun's agent)."""
-    import mingpt.token_cache as token_cache
+    import mingpt.data.token_cache as token_cache
     path = write(tmp_path / "c.txt", TEXT)
     config = data_config(path)
     corpus = Corpus(path)

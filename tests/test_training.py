@@ -1,4 +1,4 @@
-"""Training through mingpt.run.train: loss, the files of a run, checkpoints, exact resume, context extension
+"""Training through mingpt.lab.run.train: loss, the files of a run, checkpoints, exact resume, context extension
 from a pretrained run, atomic writes."""
 
 import json
@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from helpers import DEVICES, tiny_config
-from mingpt.data import Vocabulary
+from mingpt.data.tokenizer import CharTokenizer
+from mingpt.lab.checkpoint import load_checkpoint
+from mingpt.lab.files import atomic_open, save_json
+from mingpt.lab.run import train
+from mingpt.lab.sampling import sample
 from mingpt.model import GPT
-from mingpt.run import load_checkpoint, sample, train
-from mingpt.utils import UserError, atomic_open, save_json
+from mingpt.utils import UserError
 
 
 # -----------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def test_run_files_and_checkpoint_round_trip(text_file, tmp_path):
     model.load_state_dict(ckpt["model"])
     model.eval()
     trainer.model.eval()
-    x = torch.tensor([Vocabulary(ckpt["vocab"]).encode("the king shall")])
+    x = torch.tensor([CharTokenizer(ckpt["vocab"]).encode("the king shall")])
     torch.testing.assert_close(model(x)[0], trainer.model(x)[0], rtol=0, atol=0)
 
 
@@ -199,9 +202,9 @@ def test_evaluation_reads_the_device_once_per_split(text_file, tmp_path, monkeyp
 def test_cuda_matmul_peak_is_timed_by_cuda_events(device, monkeypatch):
     """The peak behind MFU: on a fast GPU a host clock around each matmul adds its launch and synchronisation, so
     it under-reads the peak; the CUDA path times a loop with events instead."""
-    import mingpt.bench
+    import mingpt.lab.bench
 
     def host_clock(*args, **kwargs):
         raise AssertionError("a CUDA matmul timed by the host clock")
-    monkeypatch.setattr(mingpt.bench, "time_ms", host_clock)
-    assert mingpt.bench.matmul_peak_flops(device) > 0
+    monkeypatch.setattr(mingpt.lab.bench, "time_ms", host_clock)
+    assert mingpt.lab.bench.matmul_peak_flops(device) > 0

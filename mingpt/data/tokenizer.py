@@ -25,7 +25,7 @@ from collections import Counter
 
 import numpy as np
 
-from mingpt.errors import UserError
+from mingpt.utils import UserError
 
 TOKENIZERS = ("char", "word", "bpe")
 UNK = "<unk>"

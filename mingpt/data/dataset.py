@@ -1,6 +1,6 @@
 """
-The data: the corpus (mingpt/corpus.py: a file or a folder of *.txt, tiny-shakespeare downloaded when missing)
-tokenized once into the token cache (mingpt/token_cache.py), whose files every run memory-maps; the last
+The data: the corpus (mingpt/data/corpus.py: a file or a folder of *.txt, tiny-shakespeare downloaded when missing)
+tokenized once into the token cache (mingpt/data/token_cache.py), whose files every run memory-maps; the last
 `val_fraction` of the characters is the validation split; batches are random contiguous windows drawn with one
 tensor index (no per-sample Python loop, no worker processes). A dataset made from a str (tests, studies)
 tokenizes it in memory the same way.
@@ -11,15 +11,12 @@ import mmap
 import numpy as np
 import torch
 
-from mingpt.config import NOT_EMPTY, CfgNode as CN, Check, at_least
-from mingpt.corpus import Corpus, TextCorpus, read_text  # noqa: F401 (read_text: the studies' entry point)
-from mingpt.errors import UserError
-from mingpt.encode import TokensInMemory
-from mingpt.token_cache import load as load_tokens
-from mingpt.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, CharTokenizer
+from mingpt.data.corpus import Corpus, TextCorpus
+from mingpt.data.encode import TokensInMemory
+from mingpt.data.token_cache import load as load_tokens
+from mingpt.data.tokenizer import BPE_DEFAULT_VOCAB, BYTES, CharTokenizer, TOKENIZERS
+from mingpt.utils import CfgNode as CN, Check, NOT_EMPTY, UserError, at_least
 
-
-Vocabulary = CharTokenizer  # the character vocabulary's first name
 
 
 def check_vocab_size(config):

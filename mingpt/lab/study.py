@@ -1,5 +1,5 @@
 """
-What every experiment script in scripts/ shares: scales, training runs through mingpt.run, and the files a
+What every experiment script in scripts/ shares: scales, training runs through mingpt.lab.run, and the files a
 study leaves in out/experiments/<study>/:
 
   commands.txt      the exact chargpt.py command of every training run, and the script's own command
@@ -24,13 +24,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mingpt.bench import median_after_warmup  # noqa: E402
-from mingpt.dashboard import WandbRun  # noqa: E402
-from mingpt.errors import fail  # noqa: E402
-from mingpt.run import train  # noqa: E402
-from mingpt.sampling import sample_tokens  # noqa: E402
-from mingpt.settings import get_config  # noqa: E402
-from mingpt.utils import machine_info, save_json, write_csv  # noqa: E402
+from mingpt.lab.bench import median_after_warmup
+from mingpt.lab.dashboard import WandbRun
+from mingpt.lab.errors import fail
+from mingpt.lab.files import machine_info, save_json, write_csv
+from mingpt.lab.run import train
+from mingpt.lab.sampling import sample_tokens
+from mingpt.lab.settings import get_config
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
 # 600 iterations, constant learning rate 5e-4). Studies keep the iteration schedule and the comparison.

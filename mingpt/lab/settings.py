@@ -8,13 +8,13 @@ from functools import partial
 
 import torch
 
-from mingpt.config import NOT_EMPTY, CfgNode as CN, Check, at_least
-from mingpt.data import CharDataset
-from mingpt.distributed import micro_batch_size
-from mingpt.errors import UserError, fail
+from mingpt.data.dataset import CharDataset
+from mingpt.lab.distributed import micro_batch_size
+from mingpt.lab.errors import fail
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer
+from mingpt.utils import CfgNode as CN, Check, NOT_EMPTY, UserError, at_least
 
 WANDB_MODES = ("online", "offline", "disabled")
 SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)
@@ -42,6 +42,9 @@ def get_config():
     C.data = CharDataset.get_default_config()
     C.model = GPT.get_default_config()
     C.trainer = Trainer.get_default_config()
+    # the lab's, on the trainer's node: a run logs what the probe reads (mingpt/lab/measure.py's AttentionProbe)
+    C.trainer.set("probe_attention", True, "time every training call of the attention core and measure its memory "
+                  "(logged as attn/*)")
     C.sample = CN()
     C.sample.set("only", False, "generate from system.work_dir/model.pt and exit, without training")
     C.sample.set("prompt", "O God, O God!", "text the sample continues (also for samples during training)",
@@ -85,14 +88,14 @@ def help_text(config):
     return "\n".join(lines)
 
 
-MODELS = {"gpt": GPT, "rnn": RNNLM, "birnn_invalid": partial(BiRNNLM, form="invalid"),
-          "birnn_prefix": partial(BiRNNLM, form="prefix")}
+RECURRENT_MODELS = {"rnn": RNNLM, "birnn_invalid": partial(BiRNNLM, form="invalid"),
+                    "birnn_prefix": partial(BiRNNLM, form="prefix")}
 
 
 def build_model(C):
     """The model that --model.model_type names."""
     try:
-        return MODELS[C.model_type](C)
+        return RECURRENT_MODELS.get(C.model_type, GPT)(C)
     except (RuntimeError, MemoryError) as e:
         if isinstance(e, RuntimeError) and "allocate" not in str(e):
             raise

@@ -9,10 +9,10 @@ written to system.work_dir:
   ckpt.pt                 model.pt's content plus optimizer, iteration, RNG states and logs (for --trainer.resume)
   train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses, val bpc
   samples.txt             a sample every trainer.sample_interval iterations and at the end
-  wandb/, wandb_run_id.txt  the wandb run (mingpt/dashboard.py) and its id, which a resume continues
+  wandb/, wandb_run_id.txt  the wandb run (mingpt/lab/dashboard.py) and its id, which a resume continues
 
-The settings and flags are mingpt/settings.py's, the format of model.pt and ckpt.pt mingpt/checkpoint.py's,
-sampling mingpt/sampling.py's.
+The settings and flags are mingpt/lab/settings.py's, the format of model.pt and ckpt.pt mingpt/lab/checkpoint.py's,
+sampling mingpt/lab/sampling.py's.
 
 Every setting, the data, the work_dir and any checkpoint are checked before the first file is written.
 
@@ -27,25 +27,21 @@ from typing import NamedTuple
 
 import torch
 
-from mingpt.bench import matmul_peak_flops
-from mingpt.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
-from mingpt.config import CfgNode as CN
-from mingpt.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
-from mingpt.data import CharDataset
-from mingpt.distributed import Processes
-from mingpt.errors import UserError
-from mingpt.metrics import EVALUATION, ITERATION, KEY, of
-from mingpt.resume import Resume, announce, reconcile_resume, restore
-from mingpt.sampling import check_prompt, sample_tokens
-from mingpt.settings import build_model, set_threads
-from mingpt.tokenizer import UNK
+from mingpt.data.dataset import CharDataset
+from mingpt.data.tokenizer import UNK
+from mingpt.lab.bench import matmul_peak_flops
+from mingpt.lab.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
+from mingpt.lab.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
+from mingpt.lab.distributed import Processes
+from mingpt.lab.files import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
+    save_json, save_text, save_torch
+from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.metrics import EVALUATION, ITERATION, KEY, of
+from mingpt.lab.resume import Resume, announce, reconcile_resume, restore
+from mingpt.lab.sampling import check_prompt, sample_tokens
+from mingpt.lab.settings import build_model, set_threads
 from mingpt.trainer import Trainer
-from mingpt.utils import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
-    save_json, save_text, save_torch, set_seed
-# the names that chargpt.py, the scripts and the tests imported from here before they had their own modules
-from mingpt.checkpoint import saved_model_config  # noqa: F401
-from mingpt.sampling import sample  # noqa: F401
-from mingpt.settings import config_from_flags, get_config, help_text  # noqa: F401
+from mingpt.utils import CfgNode as CN, UserError, set_seed
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -157,7 +153,7 @@ class RunFiles:
         the sample, the checkpoint and the logs when they are due."""
         logs, C, metrics = self.logs, self.config.trainer, {}
         for metric in of(ITERATION):
-            value = trainer.metrics[metric.name]
+            value = trainer.metrics.get(metric.name)
             if value is not None:  # the attention probes, for models without attention or with the probe off
                 logs[metric.log].append(value)
             metrics[metric.key] = value
@@ -258,6 +254,8 @@ def run_training(run):
             raise KeyboardInterrupt
         return trainer
 
+    if config.trainer.probe_attention:
+        trainer.add_callback("on_step_end", AttentionProbe(model).on_step_end)
     files = RunFiles(config, trainer)
     files.start()
     trainer.set_callback("on_batch_end", files.on_batch_end)

@@ -19,11 +19,11 @@ there, which shifts every query and key by the same angle and leaves every score
 
 import os
 
-from mingpt.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
-from mingpt.errors import UserError
+from mingpt.data.tokenizer import UNK
+from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
+from mingpt.lab.files import check_writable_folder
 from mingpt.model import GPT, LLAMA, kv_heads, mlp_hidden_size
-from mingpt.tokenizer import UNK
-from mingpt.utils import check_writable_folder
+from mingpt.utils import UserError
 
 
 def unexportable(config):

@@ -1,7 +1,8 @@
 """
-The measurements beside mingpt/bench.py's benchmarks: which device a run may use and what it is good at (the
+The measurements beside mingpt/lab/bench.py's benchmarks: which device a run may use and what it is good at (the
 --trainer.device check, "auto", native bf16), and the probes that read one call's time and memory (the attention
-probe of every training step) and a function's peak memory, on CUDA and on a CPU alike.
+probe of every training step, which the lab installs from outside the model) and a function's peak memory, on
+CUDA and on a CPU alike.
 """
 
 import contextlib
@@ -106,6 +107,45 @@ def timed(fn, *args, **kwargs):
         y = fn(*args, **kwargs)
     return y, ProbeReading(sum(saved.values()) / 2**20, time_ms=(time.perf_counter() - t0) * 1000)
 
+
+
+class AttentionProbe:
+    """The attention probe of --trainer.probe_attention: each attention module's core (its `core` attribute, the
+    model's attention arithmetic) wrapped from outside in `timed`, on training calls only, so that evaluation and
+    sampling keep the last training step's reading. Without it the model runs its core untouched; `remove` puts the
+    modules back as they were."""
+
+    def __init__(self, model):
+        self.modules = model.attention_modules()
+        self.readings = {}  # module -> the ProbeReading of its last training call
+        for attn in self.modules:
+            attn.core = self._timed(attn, type(attn).core)
+
+    def _timed(self, attn, core):
+        def timed_core(*args):
+            if not attn.training:
+                return core(*args)
+            y, self.readings[attn] = timed(core, *args)
+            return y
+        return timed_core
+
+    def remove(self):
+        for attn in self.modules:
+            del attn.core  # the class's core again
+
+    def reading(self):
+        """Mean over layers of the last training call's attention time (ms), memory (MiB) and peak memory (MiB, CUDA
+        only); None for what was not measured."""
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return sum(values) / len(values) if values else None
+        readings = list(self.readings.values())
+        return (mean(r.time_ms for r in readings), mean(r.memory_mib for r in readings),
+                mean(r.peak_mib for r in readings))
+
+    def on_step_end(self, trainer):
+        """The trainer's callback: the step's reading into its metrics, before it logs them."""
+        trainer.metrics.update(zip(("attention_ms", "attention_mib", "attention_peak_mib"), self.reading()))
 
 @contextlib.contextmanager
 def native_stderr_silenced():

@@ -6,17 +6,16 @@ optimizer settings may change, and apply from the resume point on.
 
 from typing import NamedTuple
 
-from mingpt.checkpoint import load_state_into, saved_model_config
-from mingpt.errors import UserError
+from mingpt.lab.checkpoint import load_state_into, saved_model_config
 from mingpt.model import kv_heads
-from mingpt.trainer import decay_iters
+from mingpt.utils import UserError
 
 OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip", "lr_schedule", "warmup_iters",
                       "lr_decay_iters", "min_lr", "batch_size")
 
 
 class Resume(NamedTuple):
-    state: dict  # the resume checkpoint (mingpt.checkpoint.load_checkpoint's, with resume=True)
+    state: dict  # the resume checkpoint (mingpt.lab.checkpoint.load_checkpoint's, with resume=True)
     path: str  # where it was read
     changed: dict  # {setting: (saved, now)}: the optimizer settings this command changes
 
@@ -33,12 +32,13 @@ def reconcile_resume(config, state, ckpt_path):
         raise UserError(f"--trainer.resume: model settings {diff} differ from the run in {config.system.work_dir}; "
                         f"resume with its flags")
     at, until = state["iter_num"], config.trainer.max_iters
-    if at > until:
+    if until is not None and at > until:
         raise UserError(f"{ckpt_path} is at iteration {at}, past --trainer.max_iters={until}; give a larger "
                         f"--trainer.max_iters to train on")
     saved_trainer = state["config"].get("trainer", {})
     now = config.trainer
-    now.lr_decay_iters = decay_iters(now, saved_trainer)
+    if now.lr_decay_iters is None:  # the saved run's decay (runs that did not record one decayed over max_iters)
+        now.lr_decay_iters = saved_trainer.get("lr_decay_iters") or saved_trainer.get("max_iters")
     changed = {}
     for key in OPTIMIZER_SETTINGS:
         old = saved_trainer.get(key)
@@ -61,8 +61,8 @@ def restore(trainer, resume):
 def describe_schedule(trainer):
     C = trainer.config
     start, end = trainer.iter_num, C.max_iters
-    if C.lr_schedule == "constant":
-        return f"learning rate constant at {C.learning_rate:.2e}"
+    if C.lr_schedule == "constant" or end is None:
+        return f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}"
     return (f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}, {trainer.lr_at(end - 1):.2e} at "
             f"iteration {end} (cosine from {C.learning_rate:.2e} to {C.min_lr:.2e} over {C.lr_decay_iters} "
             f"iterations; --trainer.lr_decay_iters changes that)")

@@ -1,5 +1,5 @@
 """
-Building one entry of the token cache: the passes of mingpt/encode.py written to files in a temporary folder,
+Building one entry of the token cache: the passes of mingpt/data/encode.py written to files in a temporary folder,
 the manifest last, then renamed into place, so a build killed at any instant leaves nothing a later run trusts;
 a full disk removes the partial build. Temporary folders whose process is gone are swept before a build.
 """
@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 
-from mingpt.cache_entry import FORMAT_VERSION, MANIFEST_FILE, TOKENIZER_FILE, Entry, Stale, tokenizer_sha256
-from mingpt.distributed import Processes
-from mingpt.encode import SPLITS, Counts, Progress, encoded, prepare
-from mingpt.errors import UserError
-from mingpt.tokenizer import id_dtype
+from mingpt.data.cache_entry import Entry, FORMAT_VERSION, MANIFEST_FILE, Stale, TOKENIZER_FILE, tokenizer_sha256
+from mingpt.data.encode import Counts, Progress, SPLITS, encoded, prepare
+from mingpt.data.tokenizer import id_dtype
+from mingpt.lab.distributed import Processes
+from mingpt.utils import UserError
 
 
 def pid_alive(pid):

@@ -10,8 +10,8 @@ corpus named after it, input.txt.chargpt/):
     <kind>-<key>/train.chars.bin, val.chars.bin    word only: the characters each token covers (an <unk> covers
                                    the word it stands for; for char and bpe a table per id says it)
 
-This module finds the entry a run needs, or has it built: mingpt/encode.py tokenizes the corpus in three
-streaming passes, mingpt/cache_build.py writes an entry atomically, mingpt/cache_entry.py reads one and checks it
+This module finds the entry a run needs, or has it built: mingpt/data/encode.py tokenizes the corpus in three
+streaming passes, mingpt/data/cache_build.py writes an entry atomically, mingpt/data/cache_entry.py reads one and checks it
 against its manifest (an entry whose files do not match is rebuilt, never read).
 
 Under torchrun the first process of each machine (LOCAL_RANK 0) builds and the others wait for the entry.
@@ -24,10 +24,10 @@ import os
 import sys
 import time
 
-from mingpt.cache_build import build, remove_dead_builds
-from mingpt.cache_entry import FORMAT_VERSION, Entry, Stale, tokenizer_sha256
-from mingpt.distributed import Processes
-from mingpt.errors import UserError
+from mingpt.data.cache_build import build, remove_dead_builds
+from mingpt.data.cache_entry import Entry, FORMAT_VERSION, Stale, tokenizer_sha256
+from mingpt.lab.distributed import Processes
+from mingpt.utils import UserError
 
 WAIT_POLL_S = 0.2
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention
-from mingpt.measure import native_bf16, pick_device, profile_peak_memory
+from mingpt.lab.measure import native_bf16, pick_device, profile_peak_memory
 from mingpt.model import GPT
 
 

@@ -1,7 +1,7 @@
 """
 Tokenizing a corpus chunk by chunk, never holding it whole: 1. count its characters (the last val_fraction of
 them is the validation split) and, for char, gather its alphabet; 2. train word or bpe on the training split's
-pieces; 3. encode both splits piece by piece into numpy arrays. The token cache (mingpt/token_cache.py) writes
+pieces; 3. encode both splits piece by piece into numpy arrays. The token cache (mingpt/data/token_cache.py) writes
 what pass 3 yields to its files; a dataset made from a str keeps it in memory (TokensInMemory).
 """
 
@@ -10,9 +10,9 @@ import itertools
 import numpy as np
 from tqdm import tqdm
 
-from mingpt.corpus import split_chunks
-from mingpt.errors import UserError
-from mingpt.tokenizer import PIECE_CHARS, cut_pieces, train_tokenizer
+from mingpt.data.corpus import split_chunks
+from mingpt.data.tokenizer import PIECE_CHARS, cut_pieces, train_tokenizer
+from mingpt.utils import UserError
 
 SPLITS = ("train", "val")
 CODE_POINTS = 0x110000

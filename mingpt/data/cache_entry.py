@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from mingpt.encode import SPLITS
-from mingpt.errors import UserError
-from mingpt.tokenizer import from_dict as tokenizer_from_dict
+from mingpt.data.encode import SPLITS
+from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
+from mingpt.utils import UserError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"

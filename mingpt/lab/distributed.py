@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mingpt.errors import UserError
+from mingpt.utils import UserError
 
 
 class Processes:

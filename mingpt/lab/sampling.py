@@ -1,6 +1,6 @@
 """
 Sampling from a trained model: the text a prompt continues into, streamed piece by piece as the model produces
-its tokens, during training (mingpt/run.py's samples.txt) and from a saved model.pt (--sample.only=True).
+its tokens, during training (mingpt/lab/run.py's samples.txt) and from a saved model.pt (--sample.only=True).
 """
 
 import os
@@ -8,11 +8,11 @@ import sys
 
 import torch
 
-from mingpt.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
-from mingpt.errors import UserError
-from mingpt.measure import pick_device
-from mingpt.settings import build_model, get_config, set_threads
-from mingpt.tokenizer import UNK
+from mingpt.data.tokenizer import UNK
+from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
+from mingpt.lab.measure import pick_device
+from mingpt.lab.settings import build_model, get_config, set_threads
+from mingpt.utils import UserError
 
 
 def check_prompt(C, tokenizer):

@@ -6,9 +6,6 @@ line on stderr, no traceback, exit status 2 (argparse's for a bad option).
 import sys
 
 
-class UserError(ValueError):
-    """Bad input from the user: the entry points end with its message alone (fail)."""
-
 
 USER_ERROR_EXIT = 2
 
@@ -22,3 +19,14 @@ def report(message):
 def fail(message):
     """End the program on bad input: report it, exit status 2."""
     sys.exit(report(message))
+
+
+def check_script_args(args, **checks):
+    """For the scripts: each named argparse value (or each value of a list) against its Check, e.g.
+    check_script_args(args, iters=at_least(1)); on a bad one, one line naming the option and exit 2."""
+    for name, check in checks.items():
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            problem = check(value)
+            if problem:
+                fail(f"--{name.replace('_', '-')}={value} {problem}")

@@ -9,10 +9,10 @@ import os
 
 import torch
 
-from mingpt.errors import UserError
-from mingpt.metrics import LOG_LISTS
+from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
+from mingpt.lab.metrics import LOG_LISTS
 from mingpt.model import GPT
-from mingpt.tokenizer import from_dict as tokenizer_from_dict
+from mingpt.utils import UserError
 
 MODEL_FILE_KEYS = {"model": dict, "model_config": dict, "vocab": list}
 RESUME_KEYS = {"optimizer": dict, "iter_num": int, "torch_rng": torch.Tensor, "batch_rng": torch.Tensor,
