@@ -21,6 +21,10 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_attention.py     grouped-query and sliding-window attention, causality, dropout, probes
     tests/test_llama.py         RMSNorm, SwiGLU, no biases and --model.preset=llama
     tests/test_export.py        the export to Hugging Face transformers against its Llama / Mistral
+    tests/test_pretrained.py    GPT-2, Llama and Mistral folders loaded into our GPT, against transformers' logits
+    tests/test_bpe.py           minGPT's GPT-2 BPE (mingpt/bpe.py) against transformers' and tokenizers' ids
+    tests/test_mingpt_api.py    minGPT's API: presets, n_head, the Trainer on a Dataset, callbacks, set_seed, CfgNode
+    tests/test_finetune.py      --model.init_from (fine-tuning GPT-2), --data.tokenizer=gpt2, GPT.from_pretrained
     tests/test_dropout.py       the cheap CPU dropout mask against torch's nn.Dropout
     tests/test_generation.py    the KV cache, generation past block_size, top-k / top-p sampling
     tests/test_rnn.py           the Elman RNN and the bidirectional RNN language models

@@ -164,15 +164,23 @@ def _load_vocab_bpe(path, encoder):
     return merges
 
 
+# minGPT's names for the two files, and transformers' (a GPT-2 folder saved by its tokenizer): the same contents
+FILE_NAMES = (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt"))
+
+
 def get_encoder(folder=None):
-    """The Encoder of the encoder.json and vocab.bpe in folder; by default GPT-2's, in ~/.cache/mingpt, downloaded
-    there when missing."""
+    """The Encoder of the encoder.json and vocab.bpe in folder (or transformers' vocab.json and merges.txt); by
+    default GPT-2's, in ~/.cache/mingpt, downloaded there when missing."""
+    names = FILE_NAMES[0]
     if folder is None:
         folder = os.path.join(os.path.expanduser("~"), ".cache", "mingpt")
-        for name in ("encoder.json", "vocab.bpe"):
+        for name in names:
             get_file(os.path.join(folder, name), GPT2_URL + name)
-    encoder = _load_encoder_json(os.path.join(folder, "encoder.json"))
-    return Encoder(encoder, _load_vocab_bpe(os.path.join(folder, "vocab.bpe"), encoder))
+    else:
+        names = next((pair for pair in FILE_NAMES if all(os.path.isfile(os.path.join(folder, n)) for n in pair)),
+                     names)
+    encoder = _load_encoder_json(os.path.join(folder, names[0]))
+    return Encoder(encoder, _load_vocab_bpe(os.path.join(folder, names[1]), encoder))
 
 
 class BPETokenizer:

@@ -8,12 +8,14 @@ key that none of them names, so a misspelt setting is an error instead of a valu
 """
 
 import ast
+import contextlib
 import difflib
 import json
 import math
 import os
 import random
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -32,14 +34,53 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+# -----------------------------------------------------------------------------
+# atomic writes: a program killed at any instant leaves the previous good file in place
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path):
+    return "." + os.path.basename(path) + "."
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Open a temporary file beside `path`; rename it over `path` only when the block finishes cleanly. A write
+    the OS refuses (disk full, file too large, permission) is a UserError naming the file; `path` keeps its
+    previous content."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous {os.path.basename(path)} "
+                            f"(if any) is intact") from None
+        raise
+
+
 def setup_logging(config):
     """minGPT's start of a run: make config.system.work_dir and write the command line (args.txt) and the config
     (config.json) into it, each atomically."""
-    from mingpt.lab.files import save_json, save_text
     work_dir = config.system.work_dir
     os.makedirs(work_dir, exist_ok=True)
-    save_text(" ".join(sys.argv), os.path.join(work_dir, "args.txt"))
-    save_json(config.to_dict(), os.path.join(work_dir, "config.json"))
+    with atomic_open(os.path.join(work_dir, "args.txt")) as f:
+        f.write(" ".join(sys.argv))
+    with atomic_open(os.path.join(work_dir, "config.json")) as f:
+        json.dump(config.to_dict(), f, indent=4)
 
 
 def parse_value(text):
@@ -201,6 +242,11 @@ class CfgNode:
         self._spec[key] = Setting(kind, default is None if nullable is None else nullable, choices, check, default,
                                   used, expands)
         return self
+
+    def given(self):
+        """The declared settings of this node that were given a value (flags, a dict, attributes) since their
+        declaration: what a preset leaves alone."""
+        return set(self._given)
 
     def alias(self, name, key):
         """A second name for setting `key` (minGPT's n_head for n_query_head): reading, setting and flags alike."""

@@ -32,7 +32,7 @@ from mingpt.utils import at_least
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
 MB = 1_000_000
-BUILD = "import sys; from mingpt.lab.settings import get_config; from mingpt.data import CharDataset; c = get_config(); " \
+BUILD = "import sys; from mingpt.lab.settings import get_config; from mingpt.data.dataset import CharDataset; c = get_config(); " \
         "c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
 RUN_FLAGS = ["--trainer.max_iters=1", "--trainer.eval_iters=1", "--trainer.sample_interval=0",
              "--trainer.log_interval=1", "--system.wandb=disabled"]

@@ -17,6 +17,7 @@ import torch
 
 from mingpt.lab.errors import check_script_args, fail
 from mingpt.lab.files import machine_info
+from mingpt.lab.measure import AttentionProbe
 from mingpt.lab.settings import build_model, config_from_flags
 from mingpt.trainer import Trainer
 from mingpt.utils import at_least

@@ -1,8 +1,8 @@
 """
-Loading Hugging Face checkpoints (mingpt/pretrained.py), with transformers as the reference and no network: tiny
+Loading Hugging Face checkpoints (mingpt/lab/pretrained.py), with transformers as the reference and no network: tiny
 random GPT-2, Llama (GQA, MQA with tied embeddings) and Mistral (a sliding window shorter than the sequences)
 models saved by transformers load into our GPT with transformers' logits (fp32, 1e-4) and greedy tokens; a model
-that mingpt/export.py wrote loads back with the logits it had; and what our GPT cannot compute, or cannot find,
+that mingpt/lab/export.py wrote loads back with the logits it had; and what our GPT cannot compute, or cannot find,
 is refused in one line.
 """
 
@@ -11,14 +11,14 @@ import os
 import pytest
 import torch
 
-from mingpt.checkpoint import model_file
-from mingpt.errors import UserError
-from mingpt.export import export
+from mingpt.data.tokenizer import CharTokenizer
+from mingpt.lab.checkpoint import model_file
+from mingpt.lab.export import export
+from mingpt.lab.files import save_torch
+from mingpt.lab.pretrained import load_pretrained
+from mingpt.lab.settings import build_model, get_config
 from mingpt.model import GPT
-from mingpt.pretrained import load_pretrained
-from mingpt.run import build_model, get_config
-from mingpt.tokenizer import CharTokenizer
-from mingpt.utils import save_torch
+from mingpt.utils import UserError
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,11 +11,11 @@ import torch
 from helpers import DEVICES, tiny_config
 from mingpt.data.tokenizer import CharTokenizer
 from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.files import atomic_open, save_json
+from mingpt.lab.files import save_json
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample
 from mingpt.model import GPT
-from mingpt.utils import UserError
+from mingpt.utils import UserError, atomic_open
 
 
 # -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 
 from mingpt.data.cache_entry import Entry, FORMAT_VERSION, MANIFEST_FILE, Stale, TOKENIZER_FILE, tokenizer_sha256
 from mingpt.data.encode import Counts, Progress, SPLITS, encoded, prepare
-from mingpt.data.tokenizer import id_dtype
+from mingpt.data.tokenizer import TRAINED, id_dtype
 from mingpt.lab.distributed import Processes
 from mingpt.utils import UserError
 
@@ -104,7 +104,7 @@ def build(folder, corpus, config, saved, source, show_progress):
     cache_dir = os.path.dirname(folder)
     tmp = os.path.join(cache_dir, f".building-{os.path.basename(folder)}-{os.getpid()}")
     t0 = time.perf_counter()
-    progress = Progress(corpus, passes=2 if saved or config.tokenizer == "char" else 3, enabled=show_progress)
+    progress = Progress(corpus, passes=2 if saved or config.tokenizer not in TRAINED else 3, enabled=show_progress)
     try:
         os.makedirs(tmp)
         tokenizer, n_train, n_chars = prepare(corpus, config, saved, source, progress)

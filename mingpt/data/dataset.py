@@ -14,7 +14,7 @@ import torch
 from mingpt.data.corpus import Corpus, TextCorpus
 from mingpt.data.encode import TokensInMemory
 from mingpt.data.token_cache import load as load_tokens
-from mingpt.data.tokenizer import BPE_DEFAULT_VOCAB, BYTES, CharTokenizer, TOKENIZERS
+from mingpt.data.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, TRAINED
 from mingpt.utils import CfgNode as CN, Check, NOT_EMPTY, UserError, at_least
 
 
@@ -22,9 +22,9 @@ from mingpt.utils import CfgNode as CN, Check, NOT_EMPTY, UserError, at_least
 def check_vocab_size(config):
     if config.vocab_size is None:
         return
-    if config.tokenizer == "char":
+    if config.tokenizer not in TRAINED:
         raise UserError(f"--data.vocab_size={config.vocab_size} applies to the word and bpe tokenizers; a "
-                        f"character vocabulary is the text's own (drop the flag or choose --data.tokenizer)")
+                        f"{config.tokenizer} vocabulary is what it is (drop the flag or choose --data.tokenizer)")
     if config.tokenizer == "bpe" and config.vocab_size < BYTES:
         raise UserError(f"--data.vocab_size={config.vocab_size} is below the {BYTES} bytes that byte-level BPE "
                         f"starts from; give at least {BYTES}")
@@ -63,7 +63,8 @@ class CharDataset:
         C.set("val_fraction", 0.1, "the last fraction of the text that is held out for validation",
               check=Check("in (0, 1)", lambda v: 0 < v < 1))
         C.set("tokenizer", "char", "char: characters; word: words, punctuation and whitespace runs; bpe: byte-level "
-              "BPE (Hugging Face tokenizers); word and bpe are trained on the training split", choices=TOKENIZERS)
+              "BPE (Hugging Face tokenizers); word and bpe are trained on the training split; gpt2: GPT-2's own BPE "
+              "(its files in ~/.cache/mingpt; --model.init_from=gpt2 sets it)", choices=TOKENIZERS)
         C.set("vocab_size", None, f"the most tokens word/bpe may have (None: every word of the training split; "
               f"bpe {BPE_DEFAULT_VOCAB}); not for char", kind=int, check=at_least(2))
         C.rule(check_vocab_size)

@@ -15,6 +15,8 @@ counts (and so the tokens) that the whole training split gives.
   level), the vocab_size - 1 most frequent of the training split plus <unk> (id 0), which every other word
   becomes. decode(encode(text)) == text when every word of text is in the vocabulary.
 - bpe: Hugging Face tokenizers' byte-level BPE, trained on the training split: lossless on any UTF-8 text.
+- gpt2: GPT-2's own byte-level BPE, read from its vocabulary files (mingpt/bpe.py), not trained: what a pretrained
+  GPT-2 reads (--model.init_from), encoded by tokenizers' fast BPE with GPT-2's merges.
 
 word and bpe are trained on the training split alone, so nothing of the validation text leaks into them.
 """
@@ -25,9 +27,11 @@ from collections import Counter
 
 import numpy as np
 
+from mingpt.bpe import bytes_to_unicode, get_encoder
 from mingpt.utils import UserError
 
-TOKENIZERS = ("char", "word", "bpe")
+TOKENIZERS = ("char", "word", "bpe", "gpt2")
+TRAINED = ("word", "bpe")  # the kinds whose vocabulary is learnt from the training split
 UNK = "<unk>"
 WORD_PIECES = re.compile(r"\w+|[^\w\s]|\s+")  # every character falls in exactly one piece
 BPE_DEFAULT_VOCAB = 512
@@ -36,7 +40,8 @@ BYTES = 256  # byte-level BPE starts from every byte
 # end there and the ones after begin there. Python's \s covers the Unicode White_Space that tokenizers' pattern
 # uses, so every cut found here is one for Rust too.
 SAFE_CUT = re.compile(r"(?<=\S)(?=\s)")
-PIECE_CHARS = {"char": None, "word": 1 << 20, "bpe": 8192}  # tokenizers' pre-tokenizer slows on long strings
+# tokenizers' pre-tokenizer slows on long strings
+PIECE_CHARS = {"char": None, "word": 1 << 20, "bpe": 8192, "gpt2": 8192}
 
 
 def id_dtype(vocab_size):
@@ -154,7 +159,7 @@ class BPETokenizer(TokenList):
         super().__init__(sorted(ids, key=ids.get), vocab_size)
         self.hf = hf_tokenizer
         # a character split over several tokens counts for the token that holds its first (lead) byte
-        byte_of = {char: byte for byte, char in byte_level_alphabet().items()}
+        byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
         self.chars_per_id = np.array([sum((byte_of[c] & 0xC0) != 0x80 for c in token) for token in self.itos],
                                      dtype=np.int64)
 
@@ -194,22 +199,33 @@ class BPETokenizer(TokenList):
         return {"kind": self.kind, "vocab_size": self.vocab_size, "bpe": self.hf.to_str()}
 
 
-def byte_level_alphabet():
-    """byte -> the character that stands for it in byte-level BPE's tokens (GPT-2's table: printable Latin-1 bytes
-    are themselves, the others take the characters from U+0100 on, in byte order)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1),
-                 *range(ord("\xae"), ord("\xff") + 1)]
-    others = [b for b in range(BYTES) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(BYTES + i) for i, b in enumerate(others)}}
+class GPT2Tokenizer(BPETokenizer):
+    """GPT-2's byte-level BPE (50,257 tokens, <|endoftext|> among them) from encoder.json and vocab.bpe: minGPT's
+    Encoder reads and checks the files, tokenizers encodes with the same vocabulary and merges."""
+    kind = "gpt2"
+
+    @classmethod
+    def from_folder(cls, folder=None):
+        """From the vocabulary files in `folder` (minGPT's or transformers' names); None: GPT-2's, in minGPT's
+        cache folder (fetched when the network allows, else one line saying where to put them)."""
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        encoder = get_encoder(folder)
+        merges = sorted(encoder.bpe_ranks, key=encoder.bpe_ranks.get)
+        tok = Tokenizer(models.BPE(vocab=encoder.encoder, merges=merges))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        return cls(tok, len(encoder.encoder))
 
 
 def train_tokenizer(kind, vocab_size, alphabet, train_pieces):
     """The tokenizer --data.tokenizer names: char from the whole text's alphabet (sorted characters), word and bpe
-    from the training split's pieces alone (an iterator over cut_pieces' lists)."""
+    from the training split's pieces alone (an iterator over cut_pieces' lists), gpt2 from GPT-2's files."""
     if kind == "char":
         return CharTokenizer(alphabet)
     if kind == "word":
         return WordTokenizer.train(train_pieces, vocab_size)
+    if kind == "gpt2":
+        return GPT2Tokenizer.from_folder()
     return BPETokenizer.train(train_pieces, vocab_size)
 
 
@@ -233,7 +249,8 @@ def from_dict(saved, tokens, source):
             raise UserError(f"{source}: its word vocabulary does not start with {UNK}")
         return WordTokenizer(tokens, cap)
     try:
-        tokenizer = BPETokenizer.from_json(saved.get("bpe"), cap or len(tokens))
+        kind_class = GPT2Tokenizer if kind == "gpt2" else BPETokenizer
+        tokenizer = kind_class.from_json(saved.get("bpe"), cap or len(tokens))
     except Exception as e:  # not a str, not JSON, not a tokenizer: tokenizers raises several kinds
         raise UserError(f"{source}: its BPE tokenizer does not load ({type(e).__name__})") from None
     if tokenizer.tokens != list(tokens):

@@ -2,14 +2,16 @@
 A trained run out of the project: `export(run_dir, out_dir)` writes a folder that Hugging Face `transformers`
 loads with AutoModelForCausalLM.from_pretrained(out_dir) and AutoTokenizer.from_pretrained(out_dir):
 
-  config.json, generation_config.json   a LlamaConfig, or a MistralConfig with its sliding_window for a model
-                                        with --model.window
-  model.safetensors                     the weights under Llama's names, fp32
+  config.json, generation_config.json   a GPT2Config for GPT-2's own model (minGPT's: LayerNorm, GELU, biases,
+                                        a learned position table, multi-head attention, no window; a
+                                        --model.init_from fine-tune), else a LlamaConfig, or a MistralConfig with
+                                        its sliding_window for a model with --model.window
+  model.safetensors                     the weights under GPT-2's or Llama's names, fp32
   tokenizer.json, tokenizer_config.json the run's tokenizer as a `tokenizers` JSON
 
-Only a model that Llama or Mistral computes exactly is written (--model.preset=llama, with any n_kv_head and
-window): a norm, MLP, bias or position table they lack, the writeup's group_sum scores or a recurrent model is
-refused with one line naming the flags to change.
+Only a model that GPT-2, Llama or Mistral computes exactly is written (GPT-2's block, or --model.preset=llama with
+any n_kv_head and window): a norm, MLP, bias or position table they lack, the writeup's group_sum scores or a
+recurrent model is refused with one line naming the flags to change.
 
 Two conventions differ and need no conversion: RoPE here rotates the pairs (x_i, x_(i+d/2)), the rotate-half
 layout of Llama's apply_rotary_pos_emb, so q_proj and k_proj keep their rows (Meta's checkpoints, with
@@ -19,33 +21,75 @@ there, which shifts every query and key by the same angle and leaves every score
 
 import os
 
+import torch
+
 from mingpt.data.tokenizer import UNK
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
 from mingpt.lab.files import check_writable_folder
-from mingpt.model import GPT, LLAMA, kv_heads, mlp_hidden_size
+from mingpt.model import GPT, LLAMA, is_recurrent, kv_heads, mlp_hidden_size, position_embedding
 from mingpt.utils import UserError
 
 
 def unexportable(config):
     """The settings Llama and Mistral cannot express, as (the run's flag, the flag it needs) pairs."""
-    if config.model_type != "gpt":
+    if is_recurrent(config):
         return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt --model.preset=llama")]
-    pos_emb = config.pos_emb or ("none" if config.rope else "learned")
     wanted = [("norm", config.norm, "rmsnorm"), ("mlp", config.mlp, "swiglu"), ("bias", config.bias, False),
-              ("pos_emb", pos_emb, "none"), ("rope", config.rope, True)]
+              ("pos_emb", position_embedding(config), "none"), ("rope", config.rope, True)]
     if kv_heads(config) < config.n_query_head:  # with one query head per key/value head the two scores agree
         wanted.append(("gqa_scores", config.gqa_scores, "per_head"))
     return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
 
 
+def not_gpt2(config):
+    """What GPT-2's own block (minGPT's: LayerNorm, GELU, biases, a learned table, multi-head attention, no window)
+    lacks of this model, as (the run's flag, the flag it needs) pairs; [] for GPT-2's model."""
+    if is_recurrent(config):
+        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt")]
+    wanted = [("norm", config.norm, "layernorm"), ("mlp", config.mlp, "gelu"), ("bias", config.bias, True),
+              ("rope", config.rope, False), ("pos_emb", position_embedding(config), "learned"),
+              ("window", config.window, 0)]
+    if kv_heads(config) < config.n_query_head:
+        wanted.append(("n_kv_head", config.n_kv_head, None))
+    return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
+
+
 def check_exportable(config, source):
-    problems = unexportable(config)
-    if problems:
+    problems, gpt2 = unexportable(config), not_gpt2(config)
+    if problems and gpt2:
         has, needs = zip(*problems)
         preset = all(flag.split("=")[0].removeprefix("--model.") in LLAMA for flag in needs)
+        gpt2_has, gpt2_needs = zip(*gpt2)
         raise UserError(f"{source} cannot be exported: Hugging Face's Llama and Mistral cannot compute "
                         f"{' '.join(has)}; train with {' '.join(needs)}"
-                        f"{' (--model.preset=llama sets them all)' if preset else ''}")
+                        f"{' (--model.preset=llama sets them all)' if preset else ''}, or, for GPT-2, which cannot "
+                        f"compute {' '.join(gpt2_has)}, with {' '.join(gpt2_needs)}")
+
+
+def gpt2_config(config):
+    """The GPT2Config of a model that is GPT-2's: its own head (not tied to the embedding, as minGPT keeps it)."""
+    from transformers import GPT2Config
+    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                      n_layer=config.n_layer, n_head=config.n_query_head, n_inner=config.mlp_hidden,
+                      activation_function="gelu_new", layer_norm_epsilon=config.norm_eps, resid_pdrop=0.0,
+                      embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False, dtype="float32",
+                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
+def gpt2_state_dict(state):
+    """Our parameter names -> GPT-2's: q, k and v side by side in c_attn, and the (in, out) weights of its Conv1D
+    layers, the transpose of nn.Linear's."""
+    renamed = {}
+    for name, tensor in state.items():
+        if ".attn.q_proj." in name:
+            parts = [state[name.replace("q_proj", proj)] for proj in ("q_proj", "k_proj", "v_proj")]
+            name, tensor = name.replace("q_proj", "c_attn"), torch.cat(parts)
+        elif ".attn.k_proj." in name or ".attn.v_proj." in name:
+            continue
+        name = name.replace(".attn.out_proj.", ".attn.c_proj.")
+        conv1d = name.endswith(".weight") and any(f".{layer}." in name for layer in ("c_attn", "c_proj", "c_fc"))
+        renamed[name] = tensor.t().contiguous() if conv1d else tensor
+    return renamed
 
 
 def hf_config(config, rope_base):
@@ -92,7 +136,7 @@ def hf_tokenizer(tokenizer, block_size):
     character; WORD_PIECES) and a decoder that concatenates tokens, as ours decode."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    if tokenizer.kind == "bpe":
+    if tokenizer.kind in ("bpe", "gpt2"):
         tok = Tokenizer.from_str(tokenizer.hf.to_str())
     else:
         vocab = {token: i for i, token in enumerate(tokenizer.tokens)}
@@ -124,8 +168,12 @@ def export(run_dir, out_dir):
         raise UserError("exporting needs transformers: pip install -r requirements.txt") from None
     model = GPT(config)
     load_state_into(model, ckpt["model"], path)
-    hf = AutoModelForCausalLM.from_config(hf_config(config, model.attention_modules()[0].query_rotary_pe.base))
-    hf.load_state_dict(hf_state_dict(model.state_dict()), strict=True)
+    if not not_gpt2(config):
+        hf = AutoModelForCausalLM.from_config(gpt2_config(config))
+        hf.load_state_dict(gpt2_state_dict(model.state_dict()), strict=True)
+    else:
+        hf = AutoModelForCausalLM.from_config(hf_config(config, model.attention_modules()[0].query_rotary_pe.base))
+        hf.load_state_dict(hf_state_dict(model.state_dict()), strict=True)
     hf.save_pretrained(out_dir)
     hf_tokenizer(saved_tokenizer(ckpt, path), config.block_size).save_pretrained(out_dir)
     return hf

@@ -1,6 +1,7 @@
 """
-The files the lab writes: atomic writes (a run killed at any instant leaves the previous good file in place), the
-checks that a folder can be written before anything is, the machine's description for benchmark numbers, CSV rows.
+The files the lab writes, each through mingpt.utils.atomic_open (a run killed at any instant leaves the previous good
+file in place): JSON, torch and text files, the temporaries a killed write left behind, the checks that a folder can
+be written before anything is, the machine's description for benchmark numbers, CSV rows.
 """
 
 import contextlib
@@ -11,45 +12,7 @@ import tempfile
 
 import torch
 
-from mingpt.utils import UserError
-
-
-# -----------------------------------------------------------------------------
-# atomic writes: a run killed at any instant leaves the previous good file in place
-
-TEMP_SUFFIX = ".tmp"
-
-
-def _temp_prefix(path):
-    return "." + os.path.basename(path) + "."
-
-
-@contextlib.contextmanager
-def atomic_open(path, mode="w"):
-    """Open a temporary file beside `path`; rename it over `path` only when the block finishes cleanly. A write
-    the OS refuses (disk full, file too large, permission) is a UserError naming the file; `path` keeps its
-    previous content."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous {os.path.basename(path)} "
-                            f"(if any) is intact") from None
-        raise
+from mingpt.utils import TEMP_SUFFIX, UserError, atomic_open
 
 
 def remove_stale_temporaries(directory):

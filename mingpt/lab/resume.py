@@ -25,7 +25,8 @@ def reconcile_resume(config, state, ckpt_path):
     continues this run (same model) and settles the schedule: unless --trainer.lr_decay_iters is given, the saved
     run's decay is kept, so a larger max_iters extends the run at min_lr instead of moving the learning rate."""
     # n_kv_head=None and n_kv_head=n_query_head are one model; a saved config that predates a setting has its default
-    saved_model = dict(state["model_config"], n_kv_head=kv_heads(saved_model_config(state, ckpt_path)))
+    saved_config = saved_model_config(state, ckpt_path)
+    saved_model = dict(saved_config.to_dict(), n_kv_head=kv_heads(saved_config))
     model = dict(config.model.to_dict(), n_kv_head=kv_heads(config.model))
     if saved_model != model:
         diff = [k for k, v in model.items() if saved_model.get(k) != v]

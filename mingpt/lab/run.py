@@ -37,6 +37,7 @@ from mingpt.lab.files import check_temporary_folder, check_writable_folder, mach
     save_json, save_text, save_torch
 from mingpt.lab.measure import AttentionProbe
 from mingpt.lab.metrics import EVALUATION, ITERATION, KEY, of
+from mingpt.lab.pretrained import fine_tune, pretrained_state
 from mingpt.lab.resume import Resume, announce, reconcile_resume, restore
 from mingpt.lab.sampling import check_prompt, sample_tokens
 from mingpt.lab.settings import build_model, set_threads
@@ -197,6 +198,12 @@ def train(config):
     if folder is not None and os.path.abspath(folder) == os.path.abspath(work_dir):
         raise UserError(f"--model.pretrained_folder={folder} is the run's own --system.work_dir; "
                         f"train into another folder")
+    init = None
+    if config.model.init_from is not None:
+        if folder is not None:
+            raise UserError(f"--model.init_from={config.model.init_from} and --model.pretrained_folder={folder} both "
+                            f"name the weights to start from; give one")
+        init = fine_tune(config)
     set_threads(config.system.num_threads)
     set_seed(config.system.seed)
     ckpt_path = os.path.join(work_dir, "ckpt.pt")
@@ -205,6 +212,8 @@ def train(config):
         state = load_checkpoint(ckpt_path, "resume checkpoint", resume=True,
                                 hint=" (train without --trainer.resume first)")
         saved = saved_tokenizer(state, ckpt_path), f"--trainer.resume: {ckpt_path}"
+    elif init is not None:
+        saved = init.tokenizer, f"--model.init_from={init.name}"
     if folder is not None:
         pretrained_path = os.path.join(folder, "model.pt")
         pretrained = load_checkpoint(pretrained_path, "model.pt",
@@ -222,6 +231,9 @@ def train(config):
     if pretrained is not None:
         load_state_into(model, pretrained["model"], pretrained_path, extend_positions=True)
         print(f"loaded pretrained weights from {pretrained_path}")
+    if init is not None and state is None:
+        load_state_into(model, pretrained_state(init.name, init.hf_config), init.name, extend_positions=True)
+        print(f"fine-tuning {init.name} (its first {config.model.block_size} positions)")
     if state is not None:
         resume = reconcile_resume(config, state, ckpt_path)
     processes = Processes()  # under torchrun: every check above passed on every process before any joins

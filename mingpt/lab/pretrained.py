@@ -3,7 +3,7 @@ Published weights as our model: `load_pretrained(name_or_folder)` reads a Huggin
 hub names, or a folder holding one) or a Llama or Mistral folder (what scripts/export_hf.py writes, or any folder
 of that shape) and returns a mingpt.model.GPT, in eval mode with fp32 weights on the CPU, whose logits are those
 of transformers' own model. It lets the project sample from, fine-tune and measure a real checkpoint with its own
-code; mingpt/export.py is the way back.
+code; mingpt/lab/export.py is the way back. `fine_tune` starts a run from a GPT-2 (--model.init_from).
 
 Only what our GPT computes exactly is loaded. Whatever it cannot (another activation or attention scaling,
 biases Llama's block lacks, scaled RoPE or another RoPE base, cross-attention), a folder that is missing or
@@ -12,12 +12,15 @@ unreadable, another model family, or a hub name that cannot be fetched, is a Use
 
 import inspect
 import os
+from typing import NamedTuple
 
 import torch
 
-from mingpt.errors import UserError
-from mingpt.export import HF_NAMES
+from mingpt.bpe import FILE_NAMES
+from mingpt.data.tokenizer import GPT2Tokenizer
+from mingpt.lab.export import HF_NAMES
 from mingpt.model import GPT, RotaryPositionalEmbeddings
+from mingpt.utils import UserError
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # the two names transformers has for our tanh-approximated GELU
@@ -119,26 +122,24 @@ FAMILIES = {"gpt2": (gpt2_settings, gpt2_state), "llama": (llama_settings, llama
             "mistral": (llama_settings, llama_state)}
 
 
-def load_pretrained(name_or_folder):
-    """Our GPT (eval mode, fp32, CPU) computing the logits of the Hugging Face checkpoint `name_or_folder`: a GPT-2
-    hub name or folder, or a Llama or Mistral folder. Every problem is a UserError of one line."""
+def pretrained_settings(name):
+    """(transformers' config, our model settings) of the checkpoint `name`: what GPT.get_default_config() is given to
+    hold it, checked before any weight is read."""
     try:
-        from transformers import AutoModelForCausalLM
+        import transformers  # noqa: F401 (a clear line where it is missing)
     except ImportError:
         raise UserError("loading pretrained weights needs transformers: pip install -r requirements.txt") from None
-    name = os.fspath(name_or_folder)
     hf_config = read_config(name)
     if hf_config.model_type not in FAMILIES:
         raise UserError(f"{name} holds a {hf_config.model_type} model; load_pretrained reads "
                         f"{', '.join(FAMILIES)}")
-    settings, state = FAMILIES[hf_config.model_type]
-    config = GPT.get_default_config()
-    config.merge_from_dict({**settings(hf_config, name), "model_type": "gpt", "vocab_size": hf_config.vocab_size,
-                            "embd_pdrop": 0.0, "resid_pdrop": 0.0, "attn_pdrop": 0.0})
-    try:
-        model = GPT(config)
-    except UserError as e:  # e.g. RoPE on an odd head size
-        raise UserError(f"{name}: our GPT cannot hold this model: {e}") from None
+    settings = FAMILIES[hf_config.model_type][0](hf_config, name)
+    return hf_config, {**settings, "model_type": "gpt", "vocab_size": hf_config.vocab_size}
+
+
+def pretrained_state(name, hf_config):
+    """The checkpoint's weights under our names (fp32, CPU)."""
+    from transformers import AutoModelForCausalLM
     try:
         hf, info = AutoModelForCausalLM.from_pretrained(name, config=hf_config, dtype=torch.float32,
                                                         output_loading_info=True)
@@ -147,5 +148,61 @@ def load_pretrained(name_or_folder):
         raise UserError(f"cannot load the weights of {name}: {first_line(e)}{hint}") from None
     if info["missing_keys"]:  # transformers would have filled them with random numbers
         raise UserError(f"{name}'s weights lack {', '.join(sorted(info['missing_keys'])[:3])}")
-    model.load_state_dict(state(hf), strict=True)
+    return FAMILIES[hf_config.model_type][1](hf)
+
+
+def load_pretrained(name_or_folder):
+    """Our GPT (eval mode, fp32, CPU) computing the logits of the Hugging Face checkpoint `name_or_folder`: a GPT-2
+    hub name or folder, or a Llama or Mistral folder. Every problem is a UserError of one line."""
+    name = os.fspath(name_or_folder)
+    hf_config, settings = pretrained_settings(name)
+    config = GPT.get_default_config()
+    config.merge_from_dict({**settings, "embd_pdrop": 0.0, "resid_pdrop": 0.0, "attn_pdrop": 0.0})
+    try:
+        model = GPT(config)
+    except UserError as e:  # e.g. RoPE on an odd head size
+        raise UserError(f"{name}: our GPT cannot hold this model: {e}") from None
+    model.load_state_dict(pretrained_state(name, hf_config), strict=True)
     return model.eval()
+
+
+class FineTune(NamedTuple):
+    """What --model.init_from starts a run from, checked before anything is written."""
+    name: str
+    hf_config: object  # transformers' config of the checkpoint
+    tokenizer: GPT2Tokenizer
+
+
+FINE_TUNE_FLAGS = {"init_from", "embd_pdrop", "resid_pdrop", "attn_pdrop"}  # the model flags a fine-tune reads
+
+
+def fine_tune(config):
+    """--model.init_from=NAME: the run's model settings become the GPT-2 checkpoint's (dropouts stay the run's, the
+    position table is cut to --data.block_size, as nanoGPT's crop_block_size does) and its tokenizer GPT-2's (the
+    folder's vocabulary files, else minGPT's cached ones). Returns the FineTune; model flags that the checkpoint
+    decides, another tokenizer, or a context longer than the checkpoint's are one line each."""
+    name = config.model.init_from
+    hf_config, settings = pretrained_settings(name)
+    if hf_config.model_type != "gpt2":
+        raise UserError(f"--model.init_from={name} holds a {hf_config.model_type} model; init_from fine-tunes GPT-2 "
+                        f"with its tokenizer (GPT.from_pretrained loads this one; a run of this lab goes on from "
+                        f"--model.pretrained_folder)")
+    decided = sorted(config.model.given() - FINE_TUNE_FLAGS)
+    if decided:
+        raise UserError(f"--model.init_from={name} takes the model's settings from the checkpoint; drop "
+                        f"{' '.join('--model.' + key for key in decided)}")
+    if "tokenizer" in config.data.given() and config.data.tokenizer != "gpt2":
+        raise UserError(f"--model.init_from={name} reads GPT-2's tokens; drop --data.tokenizer="
+                        f"{config.data.tokenizer} (or give --data.tokenizer=gpt2)")
+    if config.data.block_size > settings["block_size"]:
+        raise UserError(f"--data.block_size={config.data.block_size} is longer than the {settings['block_size']} "
+                        f"positions {name} has; give at most that")
+    has_files = os.path.isdir(name) and any(all(os.path.isfile(os.path.join(name, f)) for f in pair)
+                                            for pair in FILE_NAMES)
+    tokenizer = GPT2Tokenizer.from_folder(name if has_files else None)
+    if len(tokenizer) != hf_config.vocab_size:
+        raise UserError(f"{name} has {hf_config.vocab_size} tokens but its GPT-2 vocabulary files have "
+                        f"{len(tokenizer)}; give a folder with the model's own vocab.json and merges.txt")
+    config.data.tokenizer = "gpt2"
+    config.model.merge_from_dict({k: v for k, v in settings.items() if k not in ("vocab_size", "block_size")})
+    return FineTune(name, hf_config, tokenizer)
