@@ -172,12 +172,13 @@ def plot_attention_maps(maps, layers=None, heads=None, title=None):
     maps.check_layers(layers)
     maps.check_heads(heads)
     T = len(maps.tokens)
-    panel_in = 1.6 if T <= 48 else 2.4
+    panel_in = 2.2 if T <= 64 else 2.8
     fig = Figure(figsize=(1.2 + panel_in * len(heads), 0.9 + panel_in * len(layers)), dpi=100, layout="constrained")
     axes = fig.subplots(len(layers), len(heads), squeeze=False)
-    step = max(1, -(-T // 24))  # at most about 24 labelled tokens per axis
-    ticks, font = list(range(0, T, step)), 7 if T <= 24 else 5
+    step = -(-T // int(panel_in * 72 / 5.5))  # labels of 5 points, 5.5 points apart
+    ticks = list(range(0, T, step))
     labels = [tick_label(maps.tokens[t]) for t in ticks]
+    across = 0 if all(len(label) == 1 for label in labels) else 90  # characters upright, longer tokens turned
     g = maps.n_query_head // maps.n_kv_head
     norm = PowerNorm(0.5, vmin=0, vmax=1)
     cmap = colormaps["magma"].with_extremes(bad="0.9")  # masked keys in light grey, apart from weights near 0
@@ -193,8 +194,8 @@ def plot_attention_maps(maps, layers=None, heads=None, title=None):
             colour = f"C{group % 10}" if g > 1 else "black"
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
-            ax.set_xticks(ticks, labels if row == len(layers) - 1 else [], fontsize=font, rotation=90)
-            ax.set_yticks(ticks, labels if col == 0 else [], fontsize=font)
+            ax.set_xticks(ticks, labels if row == len(layers) - 1 else [], fontsize=5, rotation=across)
+            ax.set_yticks(ticks, labels if col == 0 else [], fontsize=5)
             ax.tick_params(length=1, pad=1)
             if row == 0:
                 ax.set_title(map_title(maps, head), fontsize=7, color=colour)
