@@ -19,6 +19,7 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_wandb.py         what a run sends to wandb, read back from its offline records
     tests/test_positions.py     RoPE, sinusoidal and learned position tables
     tests/test_attention.py     grouped-query and sliding-window attention, causality, dropout, probes
+    tests/test_attention_maps.py  attention maps against a softmax of q and k, the script, the maps on wandb
     tests/test_llama.py         RMSNorm, SwiGLU, no biases and --model.preset=llama
     tests/test_export.py        the export to Hugging Face transformers against its Llama / Mistral
     tests/test_pretrained.py    GPT-2, Llama and Mistral folders loaded into our GPT, against transformers' logits
@@ -31,6 +32,7 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_cli.py           chargpt.py end to end on the real corpus (slow), the sample command, check_gpu.py
     tests/test_bench.py         the benchmark scripts on a tiny model, their bad options (slow)
     tests/test_studies.py       every study at its quick scale and the report built from them (slow)
+    tests/test_notebook.py      notebooks/lab.ipynb run top to bottom in a Jupyter kernel at its quick scale (slow)
     tests/helpers.py, tests/conftest.py     the helpers and fixtures they share
 """
 

@@ -93,19 +93,24 @@ def attention_dropout(att, v, p):
     return y * kept_scale(p)
 
 
-def naive_attention(q, k, v, window=0, dropout_p=0.0):
-    B, n_q, T_q, hd = q.shape
-    n_kv, T_k = k.size(1), k.size(2)
-    groups = n_q // n_kv
+def attention_probs(q, k, window=0):
+    """naive_attention's weights: scores, mask, softmax, as (B, n_kv, g*T_q, T_k) with the g query heads of each
+    group stacked as rows against their shared key/value head (row i*T_q + t: query head h*g + i at position t).
+    The lab's attention maps (mingpt/lab/attention_maps.py) draw these very numbers."""
+    T_q, hd = q.size(2), q.size(3)
+    groups = q.size(1) // k.size(1)
     # a group's query heads become rows of one matmul against their shared key/value head: K and V are read,
     # and saved for backward, at n_kv_head size (a broadcast matmul would materialise g copies of them)
     q = rearrange(q, "b (h g) t d -> b h (g t) d", g=groups) / math.sqrt(hd)  # the scale on q: fewer elements
     att = q @ k.transpose(-2, -1)  # (B, n_kv, g*T_q, T_k)
-    allowed = attention_mask(T_q, T_k, window, q.device).repeat(groups, 1)  # (g*T_q, T_k)
-    att = att + mask_bias(allowed, att.dtype)
-    att = F.softmax(att, dim=-1)
+    allowed = attention_mask(T_q, k.size(2), window, q.device).repeat(groups, 1)  # (g*T_q, T_k)
+    return F.softmax(att + mask_bias(allowed, att.dtype), dim=-1)
+
+
+def naive_attention(q, k, v, window=0, dropout_p=0.0):
+    att = attention_probs(q, k, window)  # (B, n_kv, g*T_q, T_k)
     y = attention_dropout(att, v, dropout_p) if dropout_p else att @ v  # (B, n_kv, g*T_q, hd)
-    return rearrange(y, "b h (g t) d -> b (h g) t d", g=groups)
+    return rearrange(y, "b h (g t) d -> b (h g) t d", g=q.size(1) // k.size(1))
 
 
 def window_block_size(window):
@@ -166,17 +171,26 @@ def fast_attention(q, k, v, window=0, dropout_p=0.0):
 IMPLEMENTATIONS = {"naive": naive_attention, "fast": fast_attention}
 
 
+def scored_queries(q, k, gqa_scores="per_head"):
+    """The queries that attention scores against k: q itself (B, n_query_head, T_q, hd), or under group_sum each
+    group's queries summed (B, n_kv_head, T_q, hd), one map per key/value head."""
+    groups = q.size(1) // k.size(1)
+    if gqa_scores == "group_sum" and groups > 1:
+        return reduce(q, "b (h g) t d -> b h t d", "sum", g=groups)
+    return q
+
+
 def attend(q, k, v, window=0, impl="fast", dropout_p=0.0, gqa_scores="per_head"):
     """Causal (optionally windowed, grouped-query) attention; returns (B, n_query_head, T_q, hd).
 
     gqa_scores="group_sum" is the writeup's formula S_i = sum_j Q_(i,j) K_i^T / sqrt(d_k): the query heads of a
     group share one attention map. The score is linear in the query, so summing the group's queries first gives
     exactly that sum; every query head of the group then returns the group's output."""
-    groups = q.size(1) // k.size(1)
-    if gqa_scores == "group_sum" and groups > 1:
-        y = IMPLEMENTATIONS[impl](reduce(q, "b (h g) t d -> b h t d", "sum", g=groups), k, v, window, dropout_p)
-        return repeat(y, "b h t d -> b (h g) t d", g=groups)
-    return IMPLEMENTATIONS[impl](q, k, v, window, dropout_p)
+    queries = scored_queries(q, k, gqa_scores)
+    y = IMPLEMENTATIONS[impl](queries, k, v, window, dropout_p)
+    if queries is q:
+        return y
+    return repeat(y, "b h t d -> b (h g) t d", g=q.size(1) // k.size(1))
 
 
 # -----------------------------------------------------------------------------

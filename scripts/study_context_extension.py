@@ -7,7 +7,8 @@ at both lengths.
     python scripts/study_context_extension.py --scale quick|cpu|full
 """
 
-from mingpt.lab.study import Study, loss_curve_figure, study_args
+from mingpt.lab.plots import loss_curve_figure
+from mingpt.lab.study import Study, study_args
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ rotary position embeddings, on one plot, and the two models' samples side by sid
 """
 
 from mingpt.lab.files import write_csv
-from mingpt.lab.study import Study, compare_runs, final_sample, study_args
+from mingpt.lab.study import Study, compare_runs, final_sample, samples_table, study_args
 
 
 def main(argv=None):
@@ -17,8 +17,7 @@ def main(argv=None):
     samples = [{"run": label, "sample": final_sample(t)} for label, t in trainers.items()]
     write_csv(samples, study.path("samples.csv"))
     with open(study.path("samples.md"), "w") as f:
-        f.write("| " + " | ".join(s["run"] for s in samples) + " |\n|" + "---|" * len(samples) + "\n")
-        f.write("| " + " | ".join(s["sample"].replace("\n", "<br>").replace("|", "\\|") for s in samples) + " |\n")
+        f.write(samples_table({s["run"]: s["sample"] for s in samples}))
     study.finish({"final": final})
 
 

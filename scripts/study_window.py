@@ -6,9 +6,8 @@ models with windows of 16, 32 and 64 tokens against full causal attention at equ
     python scripts/study_window.py --scale quick|cpu|full
 """
 
-import matplotlib.pyplot as plt
-
 from mingpt.lab.bench import best_device, window_attention_cost
+from mingpt.lab.plots import window_cost_figure
 from mingpt.lab.study import Study, compare_runs, study_args
 
 SIZES = {"quick": [128, 256], "cpu": [512, 1024, 2048, 4096], "full": [512, 1024, 2048, 4096, 8192]}
@@ -21,22 +20,7 @@ def main(argv=None):
     rows = [window_attention_cost(n, w, repeats=1 if args.scale == "quick" else 3, device=best_device())
             for w in WINDOWS[args.scale] for n in SIZES[args.scale]]
     study.save_csv("cost", rows)
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
-    for w in WINDOWS[args.scale]:
-        sel = [r for r in rows if r["window"] == w]
-        ns = [r["N"] for r in sel]
-        for kind, style in (("naive", "o-"), ("fast", "s-")):
-            ax_t.plot(ns, [r[f"{kind}_ms"] for r in sel], style, label=f"{kind}, w={w}")
-            ax_m.plot(ns, [r[f"{kind}_peak_bytes"] / 2**20 for r in sel], style, label=f"{kind}, w={w}")
-    ax_t.plot(ns, [r["sdpa_causal_ms"] for r in sel], "k--", label="SDPA full causal")
-    for ax, label in ((ax_t, "forward + backward time (ms)"), (ax_m, "peak memory (MiB)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length N (tokens)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Sliding-window attention, naive vs banded ({args.scale} scale)")
+    fig = window_cost_figure(rows, f"Sliding-window attention, naive vs banded ({args.scale} scale)")
     study.save_figure(fig, "cost")
     variants = {"full causal": [], "w=64": ["--model.window=64"], "w=32": ["--model.window=32"],
                 "w=16": ["--model.window=16"]}

@@ -11,6 +11,7 @@ import torch
 
 from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
 from mingpt.lab.metrics import LOG_LISTS
+from mingpt.lab.settings import build_model
 from mingpt.model import GPT
 from mingpt.utils import UserError
 
@@ -74,6 +75,13 @@ def saved_model_config(ckpt, path):
         return config.validate("model.")
     except UserError as e:
         raise UserError(f"{path} holds invalid model settings: {e}") from None
+
+
+def saved_model(ckpt, path):
+    """The model a checkpoint holds (any model type), its weights loaded, on the CPU."""
+    model = build_model(saved_model_config(ckpt, path))
+    load_state_into(model, ckpt["model"], path)
+    return model
 
 
 def load_state_into(model, state, source, extend_positions=False):

@@ -14,6 +14,7 @@ What a run sends to wandb, so that a dashboard answers the course's questions on
 The metric keys are listed, with their units, in METRICS (declared in mingpt/lab/metrics.py, and in the README).
 """
 
+import io
 import netrc
 import os
 import re
@@ -111,6 +112,14 @@ class WandbRun:
         if self.run:
             self.samples.add_data(iter_num, text)
             self.run.log({"samples": self.samples}, step=iter_num)
+
+    def log_figure(self, name, figure, step):
+        """A matplotlib figure as an image under `name` at `step` (wandb's own conversion needs pyplot's figures)."""
+        if self.run:
+            from PIL import Image
+            png = io.BytesIO()
+            figure.savefig(png, format="png")
+            self.run.log({name: self.wandb.Image(Image.open(png))}, step=step)
 
     def log_files(self, images, tables):
         """images: {name: path of a PNG}; tables: {name: (columns, rows)}."""

@@ -42,6 +42,12 @@ def save_text(text, path):
         f.write(text)
 
 
+def save_figure(figure, path):
+    """A matplotlib figure as a PNG file."""
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format="png")
+
+
 def check_writable_folder(path, flag):
     """UserError unless `path` is, or can be made as, a folder this process may write to: without creating it."""
     probe = os.path.abspath(path)

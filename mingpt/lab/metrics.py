@@ -51,6 +51,9 @@ METRICS = tuple(Metric(*row) for row in (
      "bytes of the KV caches that generating a sample holds (batch 1)"),
     ("gen_tokens_per_s", RUN, None, "gen/tokens_per_s",
      "tokens per second of generating the sample (KV cache on unless sample.use_cache=False)"),
+    ("attention_maps", RUN, None, "attention/maps",
+     "image: every layer's and head's attention weights for sample.prompt, every trainer.attention_maps_interval "
+     "steps and at the end (off by default)"),
 ))
 KEY = {m.name: m.key for m in METRICS}  # for the run's own metrics
 # train_logs.json: the metrics' lists, then the samples ({"iter", "text"}) and the resumes ({"iter", "changed"})

@@ -29,6 +29,7 @@ import torch
 
 from mingpt.data.dataset import CharDataset
 from mingpt.data.tokenizer import UNK
+from mingpt.lab.attention_maps import attention_maps, plot_attention_maps
 from mingpt.lab.bench import matmul_peak_flops
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
 from mingpt.lab.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
@@ -149,6 +150,12 @@ class RunFiles:
         self.logger.log({KEY["kv_cache_bytes"]: self.model.kv_cache_bytes() if config.sample.use_cache else 0,
                          KEY["gen_tokens_per_s"]: config.sample.max_new_tokens / seconds}, trainer.iter_num)
 
+    def log_attention_maps(self):
+        """The attention maps of the sample prompt to wandb, as one image per logging step."""
+        maps = attention_maps(self.model, self.tokenizer, self.config.sample.prompt)
+        figure = plot_attention_maps(maps, title=f"--sample.prompt at iteration {self.trainer.iter_num}")
+        self.logger.log_figure(KEY["attention_maps"], figure, self.trainer.iter_num)
+
     def on_batch_end(self, trainer):
         """Record the iteration's metrics (and the evaluation's, when it had one) in the logs and in wandb; write
         the sample, the checkpoint and the logs when they are due."""
@@ -168,6 +175,9 @@ class RunFiles:
         done = trainer.iter_num == C.max_iters
         if C.sample_interval and (trainer.iter_num % C.sample_interval == 0 or done):
             self.write_sample()
+        maps = C.attention_maps_interval
+        if maps and self.logger.run and (trainer.iter_num % maps == 0 or done):
+            self.log_attention_maps()
         if done or (C.checkpoint_interval and trainer.iter_num % C.checkpoint_interval == 0):
             self.save_checkpoint()
         if done or trainer.last_eval or trainer.iter_num % C.log_interval == 0:
@@ -227,6 +237,9 @@ def train(config):
     config.model.vocab_size = dataset.get_vocab_size()
     config.model.block_size = dataset.get_block_size()
     model = build_model(config.model)
+    if config.trainer.attention_maps_interval and not model.attention_modules():
+        raise UserError(f"--trainer.attention_maps_interval={config.trainer.attention_maps_interval}: "
+                        f"--model.model_type={config.model.model_type} has no attention to draw")
     print(f"number of parameters: {model.num_params() / 1e6:.2f}M")
     if pretrained is not None:
         load_state_into(model, pretrained["model"], pretrained_path, extend_positions=True)

@@ -9,9 +9,9 @@ import sys
 import torch
 
 from mingpt.data.tokenizer import UNK
-from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
+from mingpt.lab.checkpoint import load_checkpoint, saved_model, saved_tokenizer
 from mingpt.lab.measure import pick_device
-from mingpt.lab.settings import build_model, get_config, set_threads
+from mingpt.lab.settings import get_config, set_threads
 from mingpt.utils import UserError
 
 
@@ -74,8 +74,7 @@ def sample(config):
     ckpt = load_checkpoint(path, "model.pt", hint=" (train into this --system.work_dir first)")
     tokenizer = saved_tokenizer(ckpt, path)
     check_prompt(config.sample, tokenizer)
-    model = build_model(saved_model_config(ckpt, path))
-    load_state_into(model, ckpt["model"], path)
+    model = saved_model(ckpt, path)
     print(f"number of parameters: {model.num_params() / 1e6:.2f}M", file=sys.stderr)
     device = pick_device(config.trainer.device)
     model.to(device)

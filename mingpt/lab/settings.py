@@ -42,9 +42,12 @@ def get_config():
     C.data = CharDataset.get_default_config()
     C.model = GPT.get_default_config()
     C.trainer = Trainer.get_default_config()
-    # the lab's, on the trainer's node: a run logs what the probe reads (mingpt/lab/measure.py's AttentionProbe)
+    # the lab's, on the trainer's node: a run logs what the probe reads (mingpt/lab/measure.py's AttentionProbe) and
+    # the attention maps
     C.trainer.set("probe_attention", True, "time every training call of the attention core and measure its memory "
                   "(logged as attn/*)")
+    C.trainer.set("attention_maps_interval", 0, "log the attention maps of --sample.prompt (every layer and head) to "
+                  "wandb as an image every this many steps and at the end (0: never)", check=at_least(0))
     C.sample = CN()
     C.sample.set("only", False, "generate from system.work_dir/model.pt and exit, without training")
     C.sample.set("prompt", "O God, O God!", "text the sample continues (also for samples during training)",

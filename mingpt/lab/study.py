@@ -28,6 +28,7 @@ from mingpt.lab.bench import median_after_warmup
 from mingpt.lab.dashboard import WandbRun
 from mingpt.lab.errors import fail
 from mingpt.lab.files import machine_info, save_json, write_csv
+from mingpt.lab.plots import loss_curve_figure
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample_tokens
 from mingpt.lab.settings import get_config
@@ -136,20 +137,6 @@ def read_table(path):
     return columns, [[value(v) for v in row] for row in rows]
 
 
-def loss_curve_figure(curves, title, ylabel="training loss"):
-    """curves: {label: [(iteration, loss), ...]} -> one plot."""
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, points in curves.items():
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, label=label, linewidth=1.2)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(f"{ylabel} (nats per character)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
 def compare_runs(study, variants, title, course_iters=600):
     """Train each variant ({label: flags}); write curves.csv, final.csv and loss.png; return the trainers."""
     trainers, curve_rows, final_rows = {}, [], []
@@ -178,6 +165,12 @@ def final_sample(trainer, config_sample=None, seed=0):
     C = config_sample or get_config().sample
     vocab = trainer.train_dataset.vocab
     return C.prompt + "".join(sample_tokens(trainer.model, vocab, C, trainer.device, seed))
+
+
+def samples_table(samples):
+    """{run: sample text} -> a Markdown table with one column per run, the samples side by side."""
+    cells = [text.replace("\n", "<br>").replace("|", "\\|") for text in samples.values()]
+    return f"| {' | '.join(samples)} |\n|{'---|' * len(samples)}\n| {' | '.join(cells)} |\n"
 
 
 def study_args(description, argv=None):
