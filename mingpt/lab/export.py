@@ -8,7 +8,8 @@ loads with AutoModelForCausalLM.from_pretrained(out_dir) and AutoTokenizer.from_
   tokenizer.json, tokenizer_config.json the run's tokenizer as a `tokenizers` JSON
 
 Only a model that Llama or Mistral computes exactly is written (--model.preset=llama, with any n_kv_head and
-window): a norm, MLP, bias or position table they lack, the writeup's group_sum scores or a recurrent model is
+window; a tied head is their tie_word_embeddings, a zero-initialised projection only an init): a norm, MLP, bias
+or position table they lack, QK-norm, logit soft-capping, the writeup's group_sum scores or a recurrent model is
 refused with one line naming the flags to change.
 
 Two conventions differ and need no conversion: RoPE here rotates the pairs (x_i, x_(i+d/2)), the rotate-half
@@ -32,7 +33,8 @@ def unexportable(config):
         return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt --model.preset=llama")]
     pos_emb = config.pos_emb or ("none" if config.rope else "learned")
     wanted = [("norm", config.norm, "rmsnorm"), ("mlp", config.mlp, "swiglu"), ("bias", config.bias, False),
-              ("pos_emb", pos_emb, "none"), ("rope", config.rope, True)]
+              ("pos_emb", pos_emb, "none"), ("rope", config.rope, True), ("qk_norm", config.qk_norm, False),
+              ("logit_softcap", config.logit_softcap or None, None)]
     if kv_heads(config) < config.n_query_head:  # with one query head per key/value head the two scores agree
         wanted.append(("gqa_scores", config.gqa_scores, "per_head"))
     return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
@@ -57,7 +59,7 @@ def hf_config(config, rope_base):
                   num_key_value_heads=kv_heads(config), head_dim=config.n_embd // config.n_query_head,
                   hidden_act="silu", max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
                   rope_parameters={"rope_type": "default", "rope_theta": float(rope_base)},
-                  tie_word_embeddings=False, attention_dropout=0.0, dtype="float32",
+                  tie_word_embeddings=config.tie_embeddings, attention_dropout=0.0, dtype="float32",
                   # no token ends a sequence here: Llama's default eos id 2 would stop generation at that character
                   bos_token_id=None, eos_token_id=None, pad_token_id=None)
     if config.window:
