@@ -37,8 +37,8 @@ DTYPES = ("auto", "float32", "bfloat16")
 
 def check_schedule(config):
     if config.lr_schedule != "constant" and config.min_lr > config.learning_rate:
-        raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate="
-                        f"{config.learning_rate}; the {config.lr_schedule} schedule decays from the peak down to min_lr")
+        raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate={config.learning_rate}; "
+                        f"the {config.lr_schedule} schedule decays from the peak down to min_lr")
 
 
 def check_compile(config):

@@ -390,8 +390,8 @@ def test_compile_that_fails_at_run_time_says_to_run_without_it(text_file, tmp_pa
     broken.chmod(0o755)
     work_dir = tmp_path / "run"
     proc = run_chargpt([f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", "--trainer.device=cpu",
-                        "--trainer.dtype=float32", "--model.n_layer=1", "--model.n_embd=16", "--data.block_size=8",
-                        "--trainer.batch_size=2", "--trainer.compile=True"],
+                        "--trainer.dtype=float32", "--model.n_layer=1", "--model.n_embd=16", "--model.n_head=4",
+                        "--data.block_size=8", "--trainer.batch_size=2", "--trainer.compile=True"],
                        {"CXX": str(broken), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
@@ -412,8 +412,8 @@ def test_recipe_flags_and_flags_after_it(text_file, tmp_path):
     work_dir = tmp_path / "run"
     assert chargpt.main([f"--data.input_file={text_file}", f"--system.work_dir={work_dir}", f"@{recipe}",
                          "--trainer.max_iters=2", "--system.wandb=disabled", "--trainer.device=cpu",
-                         "--trainer.sample_interval=0", "--model.n_embd=16", "--model.n_head=4", "--trainer.batch_size=4",
-                         "--data.block_size=8"]) == 0
+                         "--trainer.sample_interval=0", "--model.n_embd=16", "--model.n_head=4",
+                         "--trainer.batch_size=4", "--data.block_size=8"]) == 0
     config = json.loads((work_dir / "config.json").read_text())
     assert config["model"]["n_layer"] == 1 and config["trainer"]["learning_rate"] == 1e-3
     assert config["trainer"]["max_iters"] == 2  # the flag after the recipe wins
@@ -481,7 +481,8 @@ def test_help_names_the_defaults():
     text = subprocess.run([sys.executable, os.path.join(ROOT, "chargpt.py"), "--help"], capture_output=True,
                           text=True, env=checkout_env()).stdout
     lines = {line.split()[0]: line for line in text.splitlines() if line.strip().startswith("--")}
-    assert "minGPT does not" in lines["--model.tie_embeddings"] and "[default: False]" in lines["--model.tie_embeddings"]
+    tie = lines["--model.tie_embeddings"]
+    assert "minGPT does not" in tie and "[default: False]" in tie
     assert "adamw | muon" in lines["--trainer.optimizer"] and "[default: 'adamw']" in lines["--trainer.optimizer"]
     assert "2-core CPU" in lines["--trainer.compile"]
     assert "@FILE" in text.splitlines()[0]

@@ -202,8 +202,8 @@ def target_line(trainer, target):
         vals = [v for _, v in trainer.logs["val_losses"]]
         best = f"; best val loss {min(vals):.4f}" if vals else ""
         return f"--trainer.target_val_loss={target}: not reached in {trainer.iter_num} iterations{best}"
-    return (f"--trainer.target_val_loss={target}: reached at iteration {reached['iter']} (val loss {reached['val']:.4f}) "
-            f"after {reached['tokens']:,} tokens and {reached['elapsed_s']:.1f} s")
+    return (f"--trainer.target_val_loss={target}: reached at iteration {reached['iter']} (val loss "
+            f"{reached['val']:.4f}) after {reached['tokens']:,} tokens and {reached['elapsed_s']:.1f} s")
 
 
 def train(config):
