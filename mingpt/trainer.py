@@ -94,8 +94,8 @@ class Trainer:
               check=at_least(0))
         C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
         C.set("compile", False, "torch.compile the model for training and evaluation (nanoGPT's flag), compiled before "
-              "the first step (compile_s apart from iter_ms); turns the attention probe off; what it buys on a "
-              "2-core CPU: docs/speedrun.md")
+              "the first step (compile_s apart from iter_ms); turns the attention probe off. On a 2-core CPU it takes "
+              "30-65 s and pays only in long runs without dropout (docs/speedrun.md)")
         C.set("target_val_loss", None, "stop at the first evaluation whose val loss is at or below this; the run "
               "records the wall time, tokens and iterations to it", kind=float, check=above(0))
         C.rule(check_schedule)
