@@ -372,15 +372,13 @@ class GPT(LanguageModel):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.logit_softcap = config.logit_softcap
 
-        # init all weights, and apply a special scaled init to the residual projections, per GPT-2 paper (or zeros:
-        # each block then starts as the identity)
+        # init all weights, and apply a special scaled init to the residual projections, per GPT-2 paper (or zeros,
+        # std 0: each block then starts as the identity)
         self.apply(self._init_weights)
+        std = 0.0 if config.zero_init_proj else 0.02 / math.sqrt(2 * config.n_layer)
         for pn, p in self.named_parameters():
             if pn.endswith(("c_proj.weight", "out_proj.weight", "down_proj.weight")):
-                if config.zero_init_proj:
-                    torch.nn.init.zeros_(p)
-                else:
-                    torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                torch.nn.init.normal_(p, mean=0.0, std=std)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
 

@@ -363,6 +363,13 @@ def test_compiled_training_matches_eager(text_file, tmp_path, capsys):
     assert logs["attention_computation_time"] == []
     assert wandb_runs(tmp_path / "compiled")[-1]["summary"]["perf/compile_s"] == compile_s
     assert json.loads((tmp_path / "compiled" / "config.json").read_text())["trainer"]["compile"] is True
+    # stopped at 4 and resumed, compiled again: the uninterrupted compiled run's losses
+    train(tiny_config(text_file, tmp_path / "half", *flags, "--trainer.compile=True", "--trainer.max_iters=4",
+                      "--trainer.lr_decay_iters=8"))
+    resumed = train(tiny_config(text_file, tmp_path / "half", *flags, "--trainer.compile=True",
+                                "--trainer.resume=True"))
+    assert resumed.logs["train_losses"] == pytest.approx(compiled.logs["train_losses"], rel=1e-6, abs=1e-7)
+    assert len(read_logs(tmp_path / "half")["compile_s"]) == 2  # one per start
 
 
 def run_chargpt(args, env_changes):
