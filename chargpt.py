@@ -4,6 +4,7 @@ Trains a character-level language model.
     python chargpt.py                                       # gpt-mini on input.txt (tiny-shakespeare)
     python chargpt.py --trainer.max_iters=600 --model.rope=True --system.work_dir=out/rope
     python chargpt.py --sample.only=True --system.work_dir=out/rope --sample.prompt="ROMEO:" --sample.top_p=0.9
+    python chargpt.py @recipes/speedrun-1.88.txt            # a recipe: flags read from a file (docs/speedrun.md)
     python chargpt.py --help                                # every setting with its default
     torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/lab/distributed.py)
 
@@ -18,7 +19,7 @@ from mingpt.lab.distributed import Processes, quiet_unless
 from mingpt.lab.errors import report
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample
-from mingpt.lab.settings import get_config, help_text
+from mingpt.lab.settings import expand_recipes, get_config, help_text
 from mingpt.utils import UserError
 
 RANK0_GRACE_S = 5
@@ -32,7 +33,7 @@ def main(argv):
     main_process = Processes().main
     with quiet_unless(main_process):  # under torchrun, rank 0 alone prints
         try:
-            config.merge_from_args(argv)
+            config.merge_from_args(expand_recipes(argv))
             if config.sample.only:
                 sample(config)
             else:

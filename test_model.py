@@ -30,6 +30,9 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_generation.py    the KV cache, generation past block_size, top-k / top-p sampling
     tests/test_rnn.py           the Elman RNN and the bidirectional RNN language models
     tests/test_cli.py           chargpt.py end to end on the real corpus (slow), the sample command, check_gpu.py
+    tests/test_modern.py        the speedrun's flags (Muon, QK-norm, ReLU^2, zero-init, tying, soft-cap, wsd, compile,
+                                the target) against their formulas, recipes, their bad input
+    tests/test_speedrun.py      scripts/speedrun.py and scripts/study_modern.py at a tiny scale, the full-pass loss
     tests/test_bench.py         the benchmark scripts on a tiny model, their bad options (slow)
     tests/test_studies.py       every study at its quick scale and the report built from them (slow)
     tests/test_notebook.py      notebooks/lab.ipynb run top to bottom in a Jupyter kernel at its quick scale (slow)

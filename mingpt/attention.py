@@ -54,13 +54,13 @@ def dropped(shape, p, device=None):
 
 class Dropout(nn.Dropout):
     """nn.Dropout whose mask comes from `dropped` when training on a CPU (faster there, forward and backward, as
-    it draws a quarter of the random numbers); on other devices it is nn.Dropout, and out of training it returns x
-    itself."""
+    it draws a quarter of the random numbers); on other devices and under torch.compile (which cannot trace
+    `random_`, and fuses torch's own mask) it is nn.Dropout, and out of training it returns x itself."""
 
     def forward(self, x):
         if not (self.training and self.p):
             return x  # evaluation and decoding: no call into torch at all, 13 of them per decoded token
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
             return super().forward(x)
         scale = x.new_tensor(kept_scale(self.p))  # x's dtype, so bf16 stays bf16
         return x * torch.where(dropped(x.shape, self.p), 0.0, scale)
@@ -152,7 +152,8 @@ def fast_attention(q, k, v, window=0, dropout_p=0.0):
     hides = window and window // 2 < T_k - 1  # the window hides some earlier key from some query
     if hides and T_q == T_k:
         return banded_attention(q, k, v, window, dropout_p)
-    if dropout_p and q.device.type == "cpu":  # SDPA's CPU dropout is its math path with a bernoulli_ mask
+    if dropout_p and q.device.type == "cpu" and not torch.compiler.is_compiling():  # SDPA's CPU dropout is its
+        # math path with a bernoulli_ mask (which a compiled graph fuses)
         return naive_attention(q, k, v, window, dropout_p)
     if T_q == 1 and not hides:
         # decoding one token: a group's query heads become query rows against their shared key/value head,

@@ -8,7 +8,9 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
 - model.pos_emb=learned|sinusoidal|none: minGPT's learned table, the fixed table of "Attention is all you
   need", or no absolute positions at all;
 - model.norm=rmsnorm, model.mlp=swiglu, model.bias=False: LLaMA's block (RMSNorm, a SwiGLU MLP, no biases);
-- model.preset=llama: all of LLaMA's choices in one flag (mingpt/lab/export.py writes such a model for Hugging Face).
+- model.preset=llama: all of LLaMA's choices in one flag (mingpt/lab/export.py writes such a model for Hugging Face);
+- model.qk_norm, model.mlp=relu2, model.zero_init_proj, model.tie_embeddings, model.logit_softcap: what the
+  modded-nanogpt speedrun added (docs/speedrun.md).
 
 The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here. LanguageModel is
 the interface GPT shares with the recurrent models of mingpt/rnn.py, which the trainer and a run rely on.
@@ -30,7 +32,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import Dropout, IMPLEMENTATIONS, KVCache, RotaryPositionalEmbeddings, attend, sinusoidal_table
-from mingpt.utils import CfgNode as CN, NOT_EMPTY, UserError, above, at_least, between, check_sampling, sample_next
+from mingpt.utils import CfgNode as CN, NOT_EMPTY, Optimizers, UserError, above, at_least, between, check_sampling, \
+    sample_next
 
 # -----------------------------------------------------------------------------
 
@@ -50,6 +53,8 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=bias)
+        # QK-norm: queries and keys RMS-normalised per head before RoPE, one gain (head_dim) shared by both
+        self.qk_norm = RMSNorm(self.head_dim, config.norm_eps) if config.qk_norm else None
         self.rope = config.rope
         if self.rope:
             # queries and keys rotate by the same function: one module under both names, one call for both
@@ -73,7 +78,7 @@ class CausalSelfAttention(nn.Module):
         parts = [[p.weight for p in projections]]
         if self.q_proj.bias is not None:
             parts.append([p.bias for p in projections])
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():  # a compiled graph fuses the stack
             return tuple(torch.cat(tensors) for tensors in parts)
         made_from = [(t.data_ptr(), t._version) for part in parts for t in part]  # in-place updates bump _version
         if self._stacked is None or self._stacked[0] != made_from:
@@ -90,6 +95,8 @@ class CausalSelfAttention(nn.Module):
         nq, nkv = self.n_query_head, self.n_kv_head
         qkv = F.linear(x, *self.qkv_projection()).view(B, T, nq + 2 * nkv, self.head_dim).transpose(1, 2)
         qk, v = qkv.split_with_sizes([nq + nkv, nkv], dim=1)  # (B, nq + nkv, T, hd), (B, nkv, T, hd)
+        if self.qk_norm is not None:
+            qk = self.qk_norm(qk)
         if self.rope:
             qk = self.query_rotary_pe(qk, 0 if cache is None else cache.pos)  # key_rotary_pe is the same module
         q, k = qk.split_with_sizes([nq, nkv], dim=1)  # (B, nq, T, hd), (B, nkv, T, hd)
@@ -138,12 +145,19 @@ def mlp_hidden_size(config):
     return -(-8 * config.n_embd // (3 * 64)) * 64 if config.mlp == "swiglu" else 4 * config.n_embd
 
 
+class SquaredReLU(nn.Module):
+    """relu(x)^2 (So et al., Primer), the activation of the modded-nanogpt speedrun's MLP."""
+
+    def forward(self, x):
+        return F.relu(x).square()
+
+
 def gelu_mlp(config):
-    """GPT-2's MLP: c_proj(gelu(c_fc(x)))."""
+    """GPT-2's MLP: c_proj(gelu(c_fc(x))), or with --model.mlp=relu2 c_proj(relu(c_fc(x))^2)."""
     hidden = mlp_hidden_size(config)
     return nn.Sequential(OrderedDict(
         c_fc=nn.Linear(config.n_embd, hidden, bias=config.bias),
-        act=nn.GELU(approximate="tanh"),  # minGPT's NewGELU
+        act=SquaredReLU() if config.mlp == "relu2" else nn.GELU(approximate="tanh"),  # minGPT's NewGELU
         c_proj=nn.Linear(hidden, config.n_embd, bias=config.bias),
         dropout=Dropout(config.resid_pdrop),
     ))
@@ -192,7 +206,7 @@ GPT_SIZES = {
 }
 MODEL_TYPES = ("gpt", *GPT_SIZES, *RECURRENT)
 NORMS = ("layernorm", "rmsnorm")
-MLPS = ("gelu", "swiglu")
+MLPS = ("gelu", "swiglu", "relu2")
 LLAMA = dict(rope=True, pos_emb="none", norm="rmsnorm", mlp="swiglu", bias=False)  # what --model.preset=llama sets
 PROBABILITY = between(0, 1, high_open=True)
 
@@ -312,11 +326,17 @@ class GPT(LanguageModel):
               choices=NORMS, used=is_gpt)
         C.set("norm_eps", 1e-5, "epsilon the norms add to the variance (rmsnorm: mean square)", check=above(0),
               used=is_gpt)
-        C.set("mlp", "gelu", "MLP: GPT-2's gelu, or LLaMA's swiglu, down(silu(gate(x)) * up(x))", choices=MLPS,
-              used=is_gpt)
+        C.set("mlp", "gelu", "MLP: GPT-2's gelu, LLaMA's swiglu, down(silu(gate(x)) * up(x)), or relu2, "
+              "c_proj(relu(c_fc(x))^2)", choices=MLPS, used=is_gpt)
         C.set("mlp_hidden", None, "MLP hidden width (None: 4 * n_embd for gelu, 8/3 * n_embd rounded up to a "
               "multiple of 64 for swiglu)", kind=int, check=at_least(1), used=is_gpt)
         C.set("bias", True, "biases in the blocks' Linear layers and in the LayerNorms (rmsnorm has none)",
+              used=is_gpt)
+        C.set("qk_norm", False, "RMSNorm of queries and keys per head, before RoPE", used=is_gpt)
+        C.set("zero_init_proj", False, "the output projections of attention and MLP start at zero", used=is_gpt)
+        C.set("tie_embeddings", False, "the output head shares wte's weight (nanoGPT ties; minGPT does not, nor does "
+              "the default here)", used=is_gpt)
+        C.set("logit_softcap", None, "c: logits = c * tanh(logits / c) (None or 0: off)", kind=float, check=at_least(0),
               used=is_gpt)
         C.set("preset", "gpt", "a model family's choices in one flag: gpt (minGPT's, the defaults) or llama (" +
               ", ".join(f"{k}={v}" for k, v in LLAMA.items()) + "); a flag given beside it wins, wherever it stands",
@@ -350,12 +370,17 @@ class GPT(LanguageModel):
         elif self.pos_emb == "sinusoidal":
             self.register_buffer("wpe_table", sinusoidal_table(config.block_size, config.n_embd), persistent=False)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.logit_softcap = config.logit_softcap
 
-        # init all weights, and apply a special scaled init to the residual projections, per GPT-2 paper
+        # init all weights, and apply a special scaled init to the residual projections, per GPT-2 paper (or zeros,
+        # std 0: each block then starts as the identity)
         self.apply(self._init_weights)
+        std = 0.0 if config.zero_init_proj else 0.02 / math.sqrt(2 * config.n_layer)
         for pn, p in self.named_parameters():
             if pn.endswith(("c_proj.weight", "out_proj.weight", "down_proj.weight")):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                torch.nn.init.normal_(p, mean=0.0, std=std)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
 
     @classmethod
     def from_pretrained(cls, name_or_folder):
@@ -384,6 +409,10 @@ class GPT(LanguageModel):
         """
         decay = {"%s.%s" % (mn, pn) if mn else pn for mn, m in self.named_modules()
                  for pn, _ in m.named_parameters(recurse=False) if pn == "weight" and isinstance(m, nn.Linear)}
+        decay &= dict(self.named_parameters()).keys()  # a tied head's weight is wte's, named and undecayed as it
+        if train_config.optimizer == "muon":  # the blocks' matrices to Muon, the rest as before
+            matrices = {name for name in decay if name.startswith("transformer.h.")}
+            return muon_and_adamw(self, matrices, decay - matrices, train_config)
         return adamw_with_decay(self, decay, train_config)
 
     def forward(self, idx, targets=None, caches=None):
@@ -402,6 +431,8 @@ class GPT(LanguageModel):
         for i, block in enumerate(self.transformer.h):
             x = block(x, caches[i] if caches else None)
         logits = self.lm_head(self.transformer.ln_f(x))
+        if self.logit_softcap:
+            logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
 
         loss = None
         if targets is not None:
@@ -415,7 +446,8 @@ class GPT(LanguageModel):
         """Training FLOPs (forward + backward) per token at context T, as PaLM's appendix B counts them: 6 per
         weight that multiplies (the embedding tables only look up), plus 12 * n_layer * n_embd per key a query
         reads for the scores and the weighted values (a window caps the keys at w//2 + 1)."""
-        tables = [m.weight for m in (self.transformer.wte, getattr(self.transformer, "wpe", None)) if m is not None]
+        tables = [m.weight for m in (self.transformer.wte, getattr(self.transformer, "wpe", None))
+                  if m is not None and m.weight is not self.lm_head.weight]  # a tied wte multiplies, as the head
         n_weights = self.num_params() - sum(t.numel() for t in tables)
         window = self.attention_modules()[0].window
         keys = min(T, window // 2 + 1) if window else T
@@ -453,11 +485,22 @@ class GPT(LanguageModel):
             idx = torch.cat((idx, idx_next), dim=1)
             yield idx_next
 
-def adamw_with_decay(model, decay, train_config):
-    """AdamW with weight decay on the parameters named in `decay` and none on the others."""
-    params = dict(model.named_parameters())
+def adamw_with_decay(model, decay, train_config, skip=frozenset()):
+    """AdamW with weight decay on the parameters named in `decay` and none on the others (but those in `skip`)."""
+    params = {name: p for name, p in model.named_parameters() if name not in skip}
     groups = [
         {"params": [params[n] for n in sorted(decay)], "weight_decay": train_config.weight_decay},
         {"params": [params[n] for n in sorted(params.keys() - decay)], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=train_config.betas)
+
+
+def muon_and_adamw(model, matrices, decay, train_config):
+    """torch's Muon (Jordan et al.: momentum orthogonalised by Newton-Schulz iterations, its default momentum) for
+    the matrices named in `matrices`, at muon_lr, and adamw_with_decay for the other parameters, stepped as one.
+    The schedule sets each group's lr to its lr_scale times the AdamW learning rate of the step."""
+    params = dict(model.named_parameters())
+    muon = torch.optim.Muon([params[n] for n in sorted(matrices)], lr=train_config.muon_lr,
+                            weight_decay=train_config.weight_decay)
+    muon.param_groups[0]["lr_scale"] = train_config.muon_lr / train_config.learning_rate
+    return Optimizers(adamw=adamw_with_decay(model, decay, train_config, skip=matrices), muon=muon)

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from mingpt.attention import Dropout
 from mingpt.model import LanguageModel, adamw_with_decay
-from mingpt.utils import check_sampling, sample_next
+from mingpt.utils import UserError, check_sampling, sample_next
 
 
 def slide(a):
@@ -88,6 +88,9 @@ class RecurrentLM(LanguageModel):
 
     def configure_optimizers(self, train_config):
         """Weight decay on the recurrent and output matrices, none on biases and the embedding."""
+        if train_config.optimizer != "adamw":
+            raise UserError(f"--trainer.optimizer={train_config.optimizer} is for the GPT's blocks; the recurrent "
+                            f"models train with adamw")
         decay = {n for n, p in self.named_parameters() if p.dim() == 2 and not n.startswith("wte")}
         return adamw_with_decay(self, decay, train_config)
 

@@ -6,9 +6,11 @@ minGPT's Trainer: `Trainer(config, model, train_dataset)` trains on any torch Da
 DataLoader that samples with replacement (targets of -1 are ignored by the models' loss), AdamW from the model's
 configure_optimizers, gradient clipping, callbacks ('on_batch_end') that read iter_num, iter_dt and loss, and
 max_iters=None to train until stopped. Added: a dataset with batches of its own (the lab's CharDataset: get_batch
-and get_eval_batch) is read with them and evaluated on both splits; a warm-up + cosine learning-rate schedule;
-gradient accumulation and torchrun's processes; per-iteration metrics; a tqdm bar on a terminal (plain lines
-otherwise); state_dict/load_state_dict for exact resumption.
+and get_eval_batch) is read with them and evaluated on both splits; a warm-up + cosine (or warm-up / stable /
+decay) learning-rate schedule; Muon beside AdamW; torch.compile, compiled before the first step so that its time
+is apart from the iterations'; a stop at a target validation loss; gradient accumulation and torchrun's
+processes; per-iteration metrics; a tqdm bar on a terminal (plain lines otherwise); state_dict/load_state_dict
+for exact resumption.
 """
 
 import contextlib
@@ -24,16 +26,25 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from mingpt.lab.distributed import Processes, micro_batch_size
-from mingpt.lab.measure import DEVICES, device_problem, native_bf16, pick_device
+from mingpt.lab.measure import DEVICES, compile_problem, device_problem, native_bf16, pick_device
 from mingpt.lab.metrics import new_logs
 from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
 
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant", "wsd")
+OPTIMIZERS = ("adamw", "muon")
 DTYPES = ("auto", "float32", "bfloat16")
+
+
 def check_schedule(config):
-    if config.lr_schedule == "cosine" and config.min_lr > config.learning_rate:
-        raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate="
-                        f"{config.learning_rate}; the cosine schedule decays from the peak down to min_lr")
+    if config.lr_schedule != "constant" and config.min_lr > config.learning_rate:
+        raise UserError(f"--trainer.min_lr={config.min_lr} is above --trainer.learning_rate={config.learning_rate}; "
+                        f"the {config.lr_schedule} schedule decays from the peak down to min_lr")
+
+
+def check_compile(config):
+    problem = compile_problem(pick_device(config.device))
+    if problem:
+        raise UserError(f"--trainer.compile=True: {problem}; run without --trainer.compile")
 
 
 def check_batch_split(config):
@@ -54,16 +65,23 @@ class Trainer:
               "of their own, as chargpt's, use none)", check=at_least(0))
         C.set("grad_accum_steps", 1, "micro-steps per optimizer step: each process runs batch_size / (processes x "
               "grad_accum_steps) sequences at a time and accumulates their gradients", check=at_least(1))
+        C.set("optimizer", "adamw", "adamw: AdamW for every weight; muon: torch's Muon (momentum orthogonalised by "
+              "Newton-Schulz) for the 2-D weights inside the blocks, AdamW for embeddings, head, norms and biases",
+              choices=OPTIMIZERS)
         C.set("learning_rate", 5e-4, "peak AdamW learning rate", check=above(0))
+        C.set("muon_lr", 0.02, "peak Muon learning rate (--trainer.optimizer=muon), scaled by the schedule as "
+              "learning_rate is", check=above(0))
         C.set("betas", (0.9, 0.95), "AdamW betas", check=each(between(0, 1, high_open=True)))
-        C.set("weight_decay", 0.1, "AdamW weight decay, applied only to Linear weights", check=at_least(0))
+        C.set("weight_decay", 0.1, "weight decay of Linear weights (AdamW's, and Muon's matrices')", check=at_least(0))
         C.set("grad_norm_clip", 1.0, "clip the gradient norm to this value (0: no clipping)", check=at_least(0))
-        C.set("lr_schedule", "cosine", "cosine: linear warm-up then cosine decay; constant: the course's",
-              choices=LR_SCHEDULES)
-        C.set("warmup_iters", 50, "warm-up steps of the cosine schedule", check=at_least(0))
-        C.set("lr_decay_iters", None, "steps over which cosine decays to min_lr (None: max_iters; on resume: the "
+        C.set("lr_schedule", "cosine", "cosine: linear warm-up then cosine decay; wsd: linear warm-up, constant, "
+              "linear decay over the last decay_fraction; constant: the course's", choices=LR_SCHEDULES)
+        C.set("warmup_iters", 50, "warm-up steps of the cosine and wsd schedules", check=at_least(0))
+        C.set("lr_decay_iters", None, "steps at which cosine and wsd reach min_lr (None: max_iters; on resume: the "
               "saved run's; with max_iters None, no decay)", kind=int, check=at_least(1))
-        C.set("min_lr", 5e-5, "learning rate at the end of the cosine schedule", check=at_least(0))
+        C.set("decay_fraction", 0.2, "wsd: the last fraction of lr_decay_iters over which it decays linearly",
+              check=Check("in (0, 1]", lambda v: 0 < v <= 1))
+        C.set("min_lr", 5e-5, "learning rate at the end of the cosine and wsd schedules", check=at_least(0))
         C.set("dtype", "auto", "auto is bfloat16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX or "
               "AVX512-BF16), else float32", choices=DTYPES)
         C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end)",
@@ -75,13 +93,21 @@ class Trainer:
         C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (0: only at the end)",
               check=at_least(0))
         C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
+        C.set("compile", False, "torch.compile the model for training and evaluation (nanoGPT's flag), compiled before "
+              "the first step (compile_s apart from iter_ms); turns the attention probe off. On a 2-core CPU it takes "
+              "30-65 s and pays only in long runs without dropout (docs/speedrun.md)")
+        C.set("target_val_loss", None, "stop at the first evaluation whose val loss is at or below this; the run "
+              "records the wall time, tokens and iterations to it", kind=float, check=above(0))
         C.rule(check_schedule)
+        C.rule(check_compile, when=lambda c: c.compile)
         C.rule(check_batch_split)
         return C
 
-    def __init__(self, config, model, train_dataset, processes=None):
+    def __init__(self, config, model, train_dataset, processes=None, started=None):
         """processes: this process's place among torchrun's (mingpt.lab.distributed.Processes; one process if None).
-        Under torchrun the process group is joined here and left by processes.stop()."""
+        Under torchrun the process group is joined here and left by processes.stop(). started: the
+        time.perf_counter() that elapsed times count from (None: now)."""
+        self.started = time.perf_counter() if started is None else started
         config.validate("trainer.")
         if config.lr_decay_iters is None and config.max_iters is not None:
             # written out, so that config.json and a later resume see the schedule this run follows
@@ -98,7 +124,7 @@ class Trainer:
         self.processes.start(self.device)
         self.model = self.model.to(self.device)
         print("running on device", self.device)
-        if config.lr_schedule == "cosine" and config.max_iters is not None and config.warmup_iters > config.max_iters:
+        if config.lr_schedule != "constant" and config.max_iters is not None and config.warmup_iters > config.max_iters:
             print(f"warning: --trainer.warmup_iters={config.warmup_iters} is above --trainer.max_iters="
                   f"{config.max_iters}: the learning rate never reaches its peak {config.learning_rate}",
                   file=sys.stderr)
@@ -107,7 +133,8 @@ class Trainer:
         self.dtype_name = "bfloat16" if bf16 else "float32"
 
         self.optimizer = model.configure_optimizers(config)
-        self.train_model = self.processes.wrap(self.model)  # what the training step calls
+        self.compiled = torch.compile(self.model) if config.compile else self.model  # what steps and evaluations call
+        self.train_model = self.processes.wrap(self.compiled)  # what the training step calls
         # training batches draw from their own generator so that evaluation and sampling never shift them; every
         # process draws the same global batches from it, and its own dropout masks from the seed + rank
         self.seed = torch.initial_seed()
@@ -128,6 +155,37 @@ class Trainer:
         self.logs = new_logs(self.device)  # the run's (mingpt.lab.metrics.LOG_LISTS), filled by the run's callback
         self.stop_requested = False  # by Ctrl-C in any process, agreed on by all at the end of each step
         self.interrupted = False  # by Ctrl-C in this process
+        self.target_reached = None  # {"iter", "tokens", "elapsed_s", "val"} of the evaluation that reached the target
+        self.compile_s = self._compile() if config.compile else None
+
+    def _compile(self):
+        """Compile the training and the evaluation graphs now, on a micro-batch laid out as the run's are (a
+        dataset's own batch from a generator of its own, or zeros of a DataLoader's shape), so that their compile
+        time (returned, in seconds; one forward + backward and one forward included) stays out of the iterations'
+        times, and a failure stops the run before it writes anything. The RNG states are left as they were."""
+        own_batch = getattr(self.train_dataset, "get_batch", None)
+        if own_batch is None:
+            x = y = torch.zeros(self.config.batch_size, len(self.train_dataset[0][0]), dtype=torch.long)
+        else:
+            x, y = own_batch("train", self.config.batch_size, torch.Generator().manual_seed(0))
+        xm, ym = self.share(x, y)[0]
+        t0 = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device_type == "cuda" else []):
+                with self.autocast():
+                    self.compiled(xm, ym)[1].backward()
+                self.model.zero_grad(set_to_none=True)
+                self.model.eval()
+                with torch.no_grad(), self.autocast():
+                    self.compiled(xm, ym)
+                self.model.train()
+        except Exception as e:  # inductor's failures come as many kinds: a missing or broken compiler, a backend bug
+            why = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"torch.compile failed ({type(e).__name__}{': ' + why if why else ''}); run without "
+                            f"--trainer.compile") from None
+        seconds = time.perf_counter() - t0
+        print(f"torch.compile: {seconds:.1f} s to compile the training and evaluation graphs")
+        return seconds
 
     def _loader_batches(self, dataset):
         """get_batch over a DataLoader that samples (x, y) pairs with replacement, as minGPT's trainer does."""
@@ -159,6 +217,10 @@ class Trainer:
             return C.learning_rate
         if it < C.warmup_iters:
             return C.learning_rate * (it + 1) / C.warmup_iters
+        if C.lr_schedule == "wsd":  # stable at the peak, then linear down to min_lr over the last decay_fraction
+            decay = C.decay_fraction * C.lr_decay_iters
+            progress = min(1.0, max(0.0, (it - (C.lr_decay_iters - decay)) / decay))
+            return C.learning_rate - progress * (C.learning_rate - C.min_lr)
         progress = min(1.0, (it - C.warmup_iters) / max(1, C.lr_decay_iters - C.warmup_iters))
         return C.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (C.learning_rate - C.min_lr)
 
@@ -192,7 +254,7 @@ class Trainer:
                 x, y, covered = self.train_dataset.get_eval_batch(split, self.config.batch_size, gen)
                 for xm, ym, cm in self.share(x, y, covered):
                     with self.autocast():
-                        _, loss = self.model(xm, ym)
+                        _, loss = self.compiled(xm, ym)
                     loss_sum = loss_sum + loss.double()
                     nats = nats + loss.double() * ym.numel()
                     chars = chars + cm.sum()
@@ -219,12 +281,11 @@ class Trainer:
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
+        # the saved groups carry the saved run's betas, weight decay and lr scale; this run's settings win
+        own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        # the saved groups carry the saved run's betas and weight decay; this run's settings win. The groups are
-        # configure_optimizers': the decayed weights first, then the rest
-        for group, decays in zip(self.optimizer.param_groups, (True, False)):
-            group["betas"] = self.config.betas
-            group["weight_decay"] = self.config.weight_decay if decays else 0.0
+        for group, settings in zip(self.optimizer.param_groups, own):
+            group.update(settings)
         self.iter_num = state["iter_num"]
         torch.set_rng_state(state["torch_rng"])
         self.batch_generator.set_state(state["batch_rng"])
@@ -301,7 +362,7 @@ class Trainer:
             t0 = time.perf_counter()
             lr = self.lr_at(self.iter_num)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1)
             x, y = self.get_batch("train", config.batch_size, self.batch_generator)  # (B, T)
             loss = self.step(x, y)
             iter_dt = time.perf_counter() - t0
@@ -321,8 +382,12 @@ class Trainer:
             if self.evaluates and ((config.eval_interval and self.iter_num % config.eval_interval == 0)
                                    or self.iter_num == config.max_iters):
                 ev = self.evaluate()
+                ev["elapsed_s"] = time.perf_counter() - self.started
                 self._report(bar, f"iter {self.iter_num}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}, "
                                   f"val {ev['val_bpc']:.4f} bits/char")
+                if config.target_val_loss is not None and ev["val"] <= config.target_val_loss:
+                    self.target_reached = {"iter": self.iter_num, "tokens": self.iter_num * tokens_per_iter,
+                                           "elapsed_s": ev["elapsed_s"], "val": ev["val"]}
             if bar is not None:
                 if self.last_eval:
                     val = f"{self.last_eval['val']:.4f}"
@@ -330,7 +395,7 @@ class Trainer:
                                 refresh=False)
                 bar.update(1)
             self.trigger_callbacks("on_batch_end")
-            if self.stop_requested:
+            if self.stop_requested or self.target_reached:
                 break
         if bar is not None:
             bar.close()

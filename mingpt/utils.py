@@ -1,5 +1,6 @@
 """
-minGPT's utilities: set_seed, setup_logging, the config node CfgNode and the sampler every model's generate uses.
+minGPT's utilities: set_seed, setup_logging, the config node CfgNode, Optimizers (several stepped as one) and the
+sampler every model's generate uses.
 
 CfgNode is minGPT's, with each setting declared once with its default, help text, type and check (Check and its
 helpers), merged from command-line flags (parse_value) or from a dict, and validated as a whole. A node without
@@ -398,6 +399,33 @@ class CfgNode:
 
     def __str__(self):
         return json.dumps(self.to_dict(), indent=2, default=str)
+
+
+class Optimizers:
+    """Several optimizers stepped as one (Muon for the blocks' matrices beside AdamW for the rest): the trainer sees
+    one list of param_groups, one step, and one state dict holding each optimizer's under its name."""
+
+    def __init__(self, **optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [group for optimizer in self.optimizers.values() for group in optimizer.param_groups]
+
+    def step(self):
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+
+    def zero_grad(self, set_to_none=True):
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+
+    def load_state_dict(self, state):
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state[name])
 
 
 # -----------------------------------------------------------------------------

@@ -22,9 +22,9 @@ def test_every_metric_is_declared_once():
     lists are those of every run so far, in their order."""
     keys, logs = [m.key for m in DECLARED], [m.log for m in DECLARED if m.log]
     assert len(set(keys)) == len(keys) and len(set(logs)) == len(logs) and set(METRICS) == set(keys)
-    assert LOG_LISTS == ("train_losses", "val_losses", "val_bpc", "eval_train_losses", "attention_computation_time",
-                         "attention_computation_memory", "attention_peak_memory_mib", "learning_rates", "iter_time_ms",
-                         "tokens_per_s", "samples", "resumes")
+    assert LOG_LISTS == ("train_losses", "val_losses", "val_bpc", "eval_train_losses", "eval_elapsed_s",
+                         "attention_computation_time", "attention_computation_memory", "attention_peak_memory_mib",
+                         "learning_rates", "iter_time_ms", "tokens_per_s", "compile_s", "samples", "resumes")
 
 
 @pytest.fixture

@@ -108,6 +108,11 @@ class WandbRun:
             self.best_val = val
             self.run.summary.update({"val/best_loss": val, "val/best_step": step})
 
+    def summarize(self, values):
+        """Values of the whole run (compile time, the target's iteration, tokens and time) into its summary."""
+        if self.run:
+            self.run.summary.update(values)
+
     def log_sample(self, iter_num, text):
         if self.run:
             self.samples.add_data(iter_num, text)

@@ -10,7 +10,8 @@ loads with AutoModelForCausalLM.from_pretrained(out_dir) and AutoTokenizer.from_
   tokenizer.json, tokenizer_config.json the run's tokenizer as a `tokenizers` JSON
 
 Only a model that GPT-2, Llama or Mistral computes exactly is written (GPT-2's block, or --model.preset=llama with
-any n_kv_head and window): a norm, MLP, bias or position table they lack, the writeup's group_sum scores or a
+any n_kv_head and window; a tied head is their tie_word_embeddings, a zero-initialised projection only an init): a
+norm, MLP, bias or position table they lack, QK-norm, logit soft-capping, the writeup's group_sum scores or a
 recurrent model is refused with one line naming the flags to change.
 
 Two conventions differ and need no conversion: RoPE here rotates the pairs (x_i, x_(i+d/2)), the rotate-half
@@ -35,7 +36,8 @@ def unexportable(config):
     if is_recurrent(config):
         return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt --model.preset=llama")]
     wanted = [("norm", config.norm, "rmsnorm"), ("mlp", config.mlp, "swiglu"), ("bias", config.bias, False),
-              ("pos_emb", position_embedding(config), "none"), ("rope", config.rope, True)]
+              ("pos_emb", position_embedding(config), "none"), ("rope", config.rope, True),
+              ("qk_norm", config.qk_norm, False), ("logit_softcap", config.logit_softcap or None, None)]
     if kv_heads(config) < config.n_query_head:  # with one query head per key/value head the two scores agree
         wanted.append(("gqa_scores", config.gqa_scores, "per_head"))
     return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
@@ -48,7 +50,8 @@ def not_gpt2(config):
         return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt")]
     wanted = [("norm", config.norm, "layernorm"), ("mlp", config.mlp, "gelu"), ("bias", config.bias, True),
               ("rope", config.rope, False), ("pos_emb", position_embedding(config), "learned"),
-              ("window", config.window, 0)]
+              ("window", config.window, 0), ("qk_norm", config.qk_norm, False),
+              ("logit_softcap", config.logit_softcap or None, None)]
     if kv_heads(config) < config.n_query_head:
         wanted.append(("n_kv_head", config.n_kv_head, None))
     return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
@@ -72,7 +75,7 @@ def gpt2_config(config):
     return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
                       n_layer=config.n_layer, n_head=config.n_query_head, n_inner=config.mlp_hidden,
                       activation_function="gelu_new", layer_norm_epsilon=config.norm_eps, resid_pdrop=0.0,
-                      embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False, dtype="float32",
+                      embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=config.tie_embeddings, dtype="float32",
                       bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
@@ -101,7 +104,7 @@ def hf_config(config, rope_base):
                   num_key_value_heads=kv_heads(config), head_dim=config.n_embd // config.n_query_head,
                   hidden_act="silu", max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
                   rope_parameters={"rope_type": "default", "rope_theta": float(rope_base)},
-                  tie_word_embeddings=False, attention_dropout=0.0, dtype="float32",
+                  tie_word_embeddings=config.tie_embeddings, attention_dropout=0.0, dtype="float32",
                   # no token ends a sequence here: Llama's default eos id 2 would stop generation at that character
                   bos_token_id=None, eos_token_id=None, pad_token_id=None)
     if config.window:

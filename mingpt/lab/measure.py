@@ -1,12 +1,14 @@
 """
 The measurements beside mingpt/lab/bench.py's benchmarks: which device a run may use and what it is good at (the
---trainer.device check, "auto", native bf16), and the probes that read one call's time and memory (the attention
-probe of every training step, which the lab installs from outside the model) and a function's peak memory, on
-CUDA and on a CPU alike.
+--trainer.device check, "auto", native bf16, whether torch.compile can compile there), and the probes that read
+one call's time and memory (the attention probe of every training step, which the lab installs from outside the
+model) and a function's peak memory, on CUDA and on a CPU alike.
 """
 
 import contextlib
+import importlib.util
 import os
+import shutil
 import sys
 import time
 
@@ -46,6 +48,24 @@ def pick_device(name):
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def compile_problem(device):
+    """Why torch.compile cannot compile for `device` here (None when it can): a Python that dynamo does not run on
+    (torch.compile itself says so), and the compiler inductor's kernels need: a C++ compiler ($CXX, else g++; on
+    macOS clang++) on a CPU, triton on CUDA."""
+    try:
+        torch.compile(lambda x: x)  # compiles nothing until called; raises at once where dynamo cannot run
+    except RuntimeError as e:
+        return str(e).strip().splitlines()[0]
+    device_type = torch.device(device).type
+    if device_type == "cpu":
+        cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+        if shutil.which(cxx) is None:
+            return f"inductor compiles CPU kernels with a C++ compiler, and {cxx} is not on PATH (set $CXX)"
+    if device_type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "inductor compiles CUDA kernels with triton, which is not installed"
+    return None
 
 
 def native_bf16(device_type):

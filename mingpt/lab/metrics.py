@@ -12,7 +12,7 @@ ITERATION, EVALUATION, RUN = "iteration", "evaluation", "run"  # when a metric i
 
 class Metric(NamedTuple):
     name: str  # where it is measured
-    when: str  # ITERATION: a value per iteration; EVALUATION: [iteration, value] per evaluation; RUN: wandb only
+    when: str  # ITERATION: a value per iteration; EVALUATION: [iteration, value] per evaluation; RUN: once
     log: str  # its list in train_logs.json (None: wandb only)
     key: str  # its wandb key
     about: str  # what it holds, and its unit
@@ -30,6 +30,9 @@ METRICS = tuple(Metric(*row) for row in (
      "(val/loss / ln 2 for characters), comparable across tokenizers"),
     ("train", EVALUATION, "eval_train_losses", "eval/train_loss",
      "training-split loss at each evaluation, same batches and mode as val/loss"),
+    ("elapsed_s", EVALUATION, "eval_elapsed_s", "time/elapsed_s",
+     "wall seconds from the start of the run (this command's: data, model, compile and evaluations included) to "
+     "each evaluation's end"),
     ("attention_ms", ITERATION, "attention_computation_time", "attn/time_ms",
      "forward time of the attention core, mean over layers, ms"),
     ("attention_mib", ITERATION, "attention_computation_memory", "attn/mem_mib",
@@ -44,6 +47,16 @@ METRICS = tuple(Metric(*row) for row in (
      "wall time of the iteration (forward, backward, optimizer step), ms"),
     ("tokens_per_s", ITERATION, "tokens_per_s", "perf/tokens_per_s",
      "training tokens per second of the iteration"),
+    ("compile_s", RUN, "compile_s", "perf/compile_s",
+     "seconds torch.compile took to compile the training and evaluation graphs before the first step "
+     "(--trainer.compile), apart from every iter_ms; train_logs.json: one per start of the run (the first, each "
+     "resume)"),
+    ("target_iter", RUN, None, "target/iter",
+     "the iteration of the first evaluation at or below --trainer.target_val_loss"),
+    ("target_tokens", RUN, None, "target/tokens",
+     "training tokens to that evaluation (iterations x batch_size x block_size)"),
+    ("target_wall_s", RUN, None, "target/wall_s",
+     "wall seconds from the start of the run (as time/elapsed_s) to that evaluation"),
     ("mfu", RUN, None, "perf/mfu",
      "model FLOPs utilisation: the model's training FLOPs per second over the matmul peak measured on this device "
      "in the training dtype at start-up (0..1)"),
@@ -56,7 +69,9 @@ METRICS = tuple(Metric(*row) for row in (
      "steps and at the end (off by default)"),
 ))
 KEY = {m.name: m.key for m in METRICS}  # for the run's own metrics
-# train_logs.json: the metrics' lists, then the samples ({"iter", "text"}) and the resumes ({"iter", "changed"})
+# train_logs.json: the metrics' lists, then the samples ({"iter", "text"}) and the resumes ({"iter", "changed"});
+# beside them the device and, with --trainer.target_val_loss, "target": {"val_loss", "iter", "tokens", "wall_s"} of
+# this command's first evaluation at or below it (None each until then)
 LOG_LISTS = tuple(m.log for m in METRICS if m.log) + ("samples", "resumes")
 
 

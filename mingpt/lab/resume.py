@@ -10,8 +10,8 @@ from mingpt.lab.checkpoint import load_state_into, saved_model_config
 from mingpt.model import kv_heads
 from mingpt.utils import UserError
 
-OPTIMIZER_SETTINGS = ("learning_rate", "betas", "weight_decay", "grad_norm_clip", "lr_schedule", "warmup_iters",
-                      "lr_decay_iters", "min_lr", "batch_size")
+OPTIMIZER_SETTINGS = ("learning_rate", "muon_lr", "betas", "weight_decay", "grad_norm_clip", "lr_schedule",
+                      "warmup_iters", "lr_decay_iters", "decay_fraction", "min_lr", "batch_size")
 
 
 class Resume(NamedTuple):
@@ -25,8 +25,8 @@ def reconcile_resume(config, state, ckpt_path):
     continues this run (same model) and settles the schedule: unless --trainer.lr_decay_iters is given, the saved
     run's decay is kept, so a larger max_iters extends the run at min_lr instead of moving the learning rate."""
     # n_kv_head=None and n_kv_head=n_query_head are one model; a saved config that predates a setting has its default
-    saved_config = saved_model_config(state, ckpt_path)
-    saved_model = dict(saved_config.to_dict(), n_kv_head=kv_heads(saved_config))
+    saved = saved_model_config(state, ckpt_path)
+    saved_model = dict(saved.to_dict(), n_kv_head=kv_heads(saved))
     model = dict(config.model.to_dict(), n_kv_head=kv_heads(config.model))
     if saved_model != model:
         diff = [k for k, v in model.items() if saved_model.get(k) != v]
@@ -38,6 +38,10 @@ def reconcile_resume(config, state, ckpt_path):
                         f"--trainer.max_iters to train on")
     saved_trainer = state["config"].get("trainer", {})
     now = config.trainer
+    optimizer = saved_trainer.get("optimizer", "adamw")  # runs that did not record one trained with AdamW
+    if optimizer != now.optimizer:
+        raise UserError(f"--trainer.resume: {ckpt_path} holds the state of --trainer.optimizer={optimizer}, not "
+                        f"{now.optimizer}; resume with --trainer.optimizer={optimizer}")
     if now.lr_decay_iters is None:  # the saved run's decay (runs that did not record one decayed over max_iters)
         now.lr_decay_iters = saved_trainer.get("lr_decay_iters") or saved_trainer.get("max_iters")
     changed = {}
@@ -65,7 +69,7 @@ def describe_schedule(trainer):
     if C.lr_schedule == "constant" or end is None:
         return f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}"
     return (f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}, {trainer.lr_at(end - 1):.2e} at "
-            f"iteration {end} (cosine from {C.learning_rate:.2e} to {C.min_lr:.2e} over {C.lr_decay_iters} "
+            f"iteration {end} ({C.lr_schedule} from {C.learning_rate:.2e} to {C.min_lr:.2e} over {C.lr_decay_iters} "
             f"iterations; --trainer.lr_decay_iters changes that)")
 
 

@@ -99,6 +99,11 @@ class RunFiles:
 
     def start(self):
         """The first writes of the run, once every input has been checked (the first of them makes the folder)."""
+        C = self.config.trainer
+        if self.trainer.compile_s is not None:
+            self.logs["compile_s"].append(self.trainer.compile_s)
+        if C.target_val_loss is not None:  # this command's target, filled in when an evaluation reaches it
+            self.logs["target"] = {"val_loss": C.target_val_loss, "iter": None, "tokens": None, "wall_s": None}
         remove_stale_temporaries(self.dir)  # left by a write that a kill cut short
         save_text(" ".join(sys.argv) + "\n", os.path.join(self.dir, "args.txt"))
         resolved = resolved_config(self.config, self.model, self.trainer)
@@ -110,6 +115,8 @@ class RunFiles:
         self.logger = WandbRun(self.config.system, resolved, self.dir, run_id=run_id)
         if self.logger.id:
             save_text(self.logger.id + "\n", os.path.join(self.dir, RUN_ID_FILE))
+        if self.trainer.compile_s is not None:
+            self.logger.summarize({KEY["compile_s"]: self.trainer.compile_s})
         T = self.trainer.train_dataset.get_block_size()
         flops_per_token = self.model.flops_per_token(T)
         if self.logger.run and flops_per_token is not None:
@@ -172,6 +179,11 @@ class RunFiles:
                 logs[metric.log].append([trainer.iter_num, trainer.last_eval[metric.name]])
                 metrics[metric.key] = trainer.last_eval[metric.name]
         self.logger.log(metrics, trainer.iter_num)
+        reached = trainer.target_reached  # set by this iteration's evaluation: the loop stops after it
+        if reached:
+            logs["target"].update(iter=reached["iter"], tokens=reached["tokens"], wall_s=reached["elapsed_s"])
+            self.logger.summarize({KEY["target_iter"]: reached["iter"], KEY["target_tokens"]: reached["tokens"],
+                                   KEY["target_wall_s"]: reached["elapsed_s"]})
         done = trainer.iter_num == C.max_iters
         if C.sample_interval and (trainer.iter_num % C.sample_interval == 0 or done):
             self.write_sample()
@@ -191,11 +203,24 @@ class Run(NamedTuple):
     dataset: CharDataset
     processes: Processes
     resume: Resume  # None: a fresh run
+    started: float  # time.perf_counter() at the start of train(): what the run's wall times count from
+
+
+def target_line(trainer, target):
+    """The last line of a run with --trainer.target_val_loss: where it reached the target, or that it did not."""
+    reached = trainer.target_reached
+    if reached is None:
+        vals = [v for _, v in trainer.logs["val_losses"]]
+        best = f"; best val loss {min(vals):.4f}" if vals else ""
+        return f"--trainer.target_val_loss={target}: not reached in {trainer.iter_num} iterations{best}"
+    return (f"--trainer.target_val_loss={target}: reached at iteration {reached['iter']} (val loss "
+            f"{reached['val']:.4f}) after {reached['tokens']:,} tokens and {reached['elapsed_s']:.1f} s")
 
 
 def train(config):
     """Train as `config` says and return the trainer (whose model and logs hold the results). Every setting,
     the data, the work_dir and any checkpoint are checked before the first file is written."""
+    started = time.perf_counter()
     config.validate()
     ignored = config.ignored()
     if ignored:
@@ -251,7 +276,7 @@ def train(config):
         resume = reconcile_resume(config, state, ckpt_path)
     processes = Processes()  # under torchrun: every check above passed on every process before any joins
     try:
-        trainer = run_training(Run(config, model, dataset, processes, resume))
+        trainer = run_training(Run(config, model, dataset, processes, resume, started))
         processes.barrier()  # no process leaves the group while another is still in a collective call
     finally:
         processes.stop()
@@ -262,7 +287,7 @@ def run_training(run):
     """Train a checked Run: the trainer, the resume, the loop, the files (written by rank 0 alone)."""
     config, model, processes, resume = run.config, run.model, run.processes, run.resume
     work_dir = config.system.work_dir
-    trainer = Trainer(config.trainer, model, run.dataset, processes)
+    trainer = Trainer(config.trainer, model, run.dataset, processes, run.started)
     if resume is not None:
         restore(trainer, resume)
         if trainer.iter_num == config.trainer.max_iters:
@@ -279,7 +304,10 @@ def run_training(run):
             raise KeyboardInterrupt
         return trainer
 
-    if config.trainer.probe_attention:
+    if config.trainer.probe_attention and config.trainer.compile:
+        print("--trainer.compile=True: the attention probe is off (its timers and hooks would split the compiled "
+              "graph)")
+    elif config.trainer.probe_attention:
         trainer.add_callback("on_step_end", AttentionProbe(model).on_step_end)
     files = RunFiles(config, trainer)
     files.start()
@@ -302,7 +330,9 @@ def run_training(run):
         # what the caller's "interrupted" line adds (chargpt.py prints it)
         raise KeyboardInterrupt(f"{files.ckpt_path} holds iteration {trainer.iter_num}; continue with "
                                 f"--trainer.resume=True")
-    if files.saved_iter != trainer.iter_num:  # max_iters=0: no iteration saved it
+    if files.saved_iter != trainer.iter_num:  # max_iters=0, or a stop at the target: no iteration saved it
         files.save_checkpoint()
     files.logger.finish()
+    if config.trainer.target_val_loss is not None:
+        print(target_line(trainer, config.trainer.target_val_loss))
     return trainer

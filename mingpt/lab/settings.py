@@ -1,9 +1,11 @@
 """
 The settings of a run and the flags that set them: the config tree with the course's chargpt defaults (each
-part adds its own node: data, model, trainer), the --help text, the check the scripts run on chargpt flags, and
-the model that --model.model_type names. chargpt.py, the scripts and the tests start from get_config().
+part adds its own node: data, model, trainer), recipes (@FILE: flags read from a file), the --help text, the check
+the scripts run on chargpt flags, and the model that --model.model_type names. chargpt.py, the scripts and the
+tests start from get_config().
 """
 
+import re
 from functools import partial
 
 import torch
@@ -63,12 +65,41 @@ def get_config():
     return C
 
 
+FLAG_LINE = re.compile(r"(--)?\w+(\.\w+)+=.*")
+
+
+def read_recipe(path):
+    """The chargpt flags of a recipe file: one a line (as argparse's @file reads arguments, so a value may hold
+    spaces), blank lines and lines starting with # skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise UserError(f"@{path}: no such recipe file (@FILE reads chargpt flags from FILE, one a line)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"@{path}: cannot read the recipe ({getattr(e, 'strerror', None) or e})") from None
+    flags = []
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            if not FLAG_LINE.fullmatch(line):
+                raise UserError(f"@{path}, line {number}: {line!r} is not a --node.key=value flag (# starts a "
+                                f"comment line)")
+            flags.append(line)
+    return flags
+
+
+def expand_recipes(args):
+    """The command line with each @FILE replaced by its recipe's flags, in place: a flag after it wins."""
+    return [flag for arg in args for flag in (read_recipe(arg[1:]) if arg.startswith("@") else [arg])]
+
+
 def config_from_flags(flags, process_counts=(1,)):
     """For the scripts: the config that chargpt flags give, checked as chargpt checks them before anything runs,
     the batch split for each process count included; on bad input, one line and exit 2."""
     config = get_config()
     try:
-        config.merge_from_args(flags)
+        config.merge_from_args(expand_recipes(flags))
         config.validate()
         for n in process_counts:
             micro_batch_size(config.trainer.batch_size, config.trainer.grad_accum_steps, n)
@@ -80,7 +111,8 @@ def config_from_flags(flags, process_counts=(1,)):
 def help_text(config):
     rows = config.flat()
     width = max(len(k) for k, _, _ in rows) + 2
-    lines = ["usage: python chargpt.py [--node.key=value ...]   (node.key=value without dashes works too)", ""]
+    lines = ["usage: python chargpt.py [@FILE] [--node.key=value ...]   (node.key=value without dashes works too; "
+             "@FILE: flags read from FILE, one a line, # comments; flags after it win)", ""]
     for key, value, doc in rows:
         node, leaf = key.rsplit(".", 1)
         allowed = config

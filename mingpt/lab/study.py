@@ -173,9 +173,14 @@ def samples_table(samples):
     return f"| {' | '.join(samples)} |\n|{'---|' * len(samples)}\n| {' | '.join(cells)} |\n"
 
 
-def study_args(description, argv=None):
+def study_args(description, argv=None, extra=None):
+    """The options every study takes (--scale, --out, --wandb), and those `extra(parser)` adds; a bad one is one
+    line, exit 2."""
     import argparse
     parser = argparse.ArgumentParser(description=description)
+    parser.error = fail
+    if extra:
+        extra(parser)
     parser.add_argument("--scale", choices=list(SCALES), default="quick")
     parser.add_argument("--out", default="out/experiments", help="folder that gets <study>/")
     parser.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None,
