@@ -7,7 +7,8 @@ written to system.work_dir:
   model.pt                weights + model config + tokenizer (enough to sample, no data file needed)
   tokenizer.json          the tokenizer: its kind and tokens (a BPE's own JSON inside)
   ckpt.pt                 model.pt's content plus optimizer, iteration, RNG states and logs (for --trainer.resume)
-  train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses, val bpc
+  train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses, val bpc and
+                          times; the compile time and the target (--trainer.compile, --trainer.target_val_loss)
   samples.txt             a sample every trainer.sample_interval iterations and at the end
   wandb/, wandb_run_id.txt  the wandb run (mingpt/lab/dashboard.py) and its id, which a resume continues
 
