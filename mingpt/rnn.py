@@ -21,8 +21,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import Dropout
-from mingpt.model import LanguageModel, adamw_with_decay
-from mingpt.utils import UserError, check_sampling, sample_next
+from mingpt.model import LanguageModel
+from mingpt.utils import UserError, adamw_with_decay, check_sampling, sample_next
 
 
 def slide(a):

@@ -1,6 +1,6 @@
 """
-minGPT's utilities: set_seed, setup_logging, the config node CfgNode, Optimizers (several stepped as one) and the
-sampler every model's generate uses.
+minGPT's utilities: set_seed, setup_logging, the config node CfgNode, Optimizers (several stepped as one) with the
+builders of AdamW and Muon that configure_optimizers returns, and the sampler every model's generate uses.
 
 CfgNode is minGPT's, with each setting declared once with its default, help text, type and check (Check and its
 helpers), merged from command-line flags (parse_value) or from a dict, and validated as a whole. A node without
@@ -426,6 +426,27 @@ class Optimizers:
     def load_state_dict(self, state):
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state[name])
+
+
+def adamw_with_decay(model, decay, train_config, skip=frozenset()):
+    """AdamW with weight decay on the parameters named in `decay` and none on the others (but those in `skip`)."""
+    params = {name: p for name, p in model.named_parameters() if name not in skip}
+    groups = [
+        {"params": [params[n] for n in sorted(decay)], "weight_decay": train_config.weight_decay},
+        {"params": [params[n] for n in sorted(params.keys() - decay)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=train_config.learning_rate, betas=train_config.betas)
+
+
+def muon_and_adamw(model, matrices, decay, train_config):
+    """torch's Muon (Jordan et al.: momentum orthogonalised by Newton-Schulz iterations, its default momentum) for
+    the matrices named in `matrices`, at muon_lr, and adamw_with_decay for the other parameters, stepped as one.
+    The schedule sets each group's lr to its lr_scale times the AdamW learning rate of the step."""
+    params = dict(model.named_parameters())
+    muon = torch.optim.Muon([params[n] for n in sorted(matrices)], lr=train_config.muon_lr,
+                            weight_decay=train_config.weight_decay)
+    muon.param_groups[0]["lr_scale"] = train_config.muon_lr / train_config.learning_rate
+    return Optimizers(adamw=adamw_with_decay(model, decay, train_config, skip=matrices), muon=muon)
 
 
 # -----------------------------------------------------------------------------

@@ -244,6 +244,12 @@ def parse(argv):
         argv, ours_flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
     check_script_args(args, eval_context=at_least(1))
+    tracks = {t: os.path.join(ROOT, TRACKS[t]) for t in args.tracks}
+    for given in args.recipe:
+        track, _, path = given.partition("=")
+        if track not in TRACKS or not path:
+            fail(f"--recipe {given}: give TRACK=PATH with TRACK one of {', '.join(TRACKS)}")
+        tracks[track] = os.path.abspath(path)
     if len(set(args.seeds)) < 3:
         fail(f"--seeds {' '.join(map(str, args.seeds))}: give at least 3 different seeds (a record is a median)")
     if not os.path.isfile(args.corpus):
@@ -255,12 +261,6 @@ def parse(argv):
                  f"--skip-nanogpt")
         if args.eval_context > NANOGPT_BLOCK:
             fail(f"--eval-context {args.eval_context}: above the block size of nanoGPT's command ({NANOGPT_BLOCK})")
-    tracks = {t: os.path.join(ROOT, TRACKS[t]) for t in args.tracks}
-    for given in args.recipe:
-        track, _, path = given.partition("=")
-        if track not in TRACKS or not path:
-            fail(f"--recipe {given}: give TRACK=PATH with TRACK one of {', '.join(TRACKS)}")
-        tracks[track] = os.path.abspath(path)
     return args, tracks, ours_flags
 
 

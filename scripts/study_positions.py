@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mingpt.data.corpus import read_text
 from mingpt.data.dataset import CharDataset
 from mingpt.lab.study import Study, compare_runs, study_args
-from mingpt.model import sinusoidal_table
+from mingpt.attention import sinusoidal_table
 
 VARIANTS = {"learned": ["--model.pos_emb=learned"], "sinusoidal": ["--model.pos_emb=sinusoidal"],
             "RoPE": ["--model.rope=True"], "none": ["--model.pos_emb=none"]}

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import model_config
-from mingpt.model import GPT, RotaryPositionalEmbeddings, sinusoidal_table
+from mingpt.attention import sinusoidal_table
+from mingpt.model import GPT, RotaryPositionalEmbeddings
 
 
 # -----------------------------------------------------------------------------

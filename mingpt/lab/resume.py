@@ -7,7 +7,7 @@ optimizer settings may change, and apply from the resume point on.
 from typing import NamedTuple
 
 from mingpt.lab.checkpoint import load_state_into, saved_model_config
-from mingpt.model import kv_heads
+from mingpt.lab.model_settings import kv_heads
 from mingpt.utils import UserError
 
 OPTIMIZER_SETTINGS = ("learning_rate", "muon_lr", "betas", "weight_decay", "grad_norm_clip", "lr_schedule",
