@@ -31,7 +31,7 @@ The clock: each run is a subprocess timed from its launch to its exit (start-up,
 and the checkpoint included), each line it prints time-stamped; the time to the target is the moment the first
 evaluation line at or below it appears, the same clock for both programs. The evaluation: during training each
 program's own estimate over random windows of the validation split (nanoGPT's command: 20 batches of 12 x 64
-tokens; a recipe: its --trainer.eval_iters batches of its batch_size x block_size, 20 in both recipes), which is
+tokens; a recipe: its --trainer.eval_iters batches of its batch_size x block_size, 10 in both recipes), which is
 what stops a run at the target; the final number of every run is a full pass over the validation split, the same
 for both (mingpt.lab.speedrun.full_pass_loss: every token predicted once, windows of --eval-context tokens,
 nanoGPT's block size by default, fp32), of the model the run ends with (nanoGPT: the checkpoint it writes at its

@@ -448,14 +448,11 @@ def test_bad_recipe_is_one_line(tmp_path, capsys, content, needle):
 
 
 @pytest.mark.parametrize("name", ["speedrun-1.88.txt", "speedrun-10min.txt"])
-def test_committed_recipes_are_valid_and_say_they_are_a_start(name):
-    path = os.path.join(ROOT, "recipes", name)
-    config = config_from_flags([f"@{path}"])
-    with open(path) as f:
-        comments = " ".join(line for line in f if line.startswith("#"))
-    assert "search" in comments  # a starting guess until the search fixes it
-    if name == "speedrun-1.88.txt":
-        assert config.trainer.target_val_loss == 1.88
+def test_committed_recipes_are_valid(name):
+    config = config_from_flags([f"@{os.path.join(ROOT, 'recipes', name)}"])
+    # the 1.88 track stops at its target; the 10-minute track runs its iterations out
+    assert config.trainer.target_val_loss == (1.88 if name == "speedrun-1.88.txt" else None)
+    assert config.trainer.sample_interval == 0 and not config.trainer.probe_attention  # nothing but training timed
 
 
 # -----------------------------------------------------------------------------

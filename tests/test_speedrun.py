@@ -258,12 +258,14 @@ def test_speedrun_bad_options_are_one_line(args, needle, corpus, tmp_path):
 
 @pytest.mark.slow  # fourteen training runs
 def test_study_modern_arms(corpus, tmp_path):
+    recipe = tmp_path / "recipe.txt"
+    recipe.write_text("# Muon and ReLU^2, not the soft-cap\n--trainer.optimizer=muon\n--model.mlp=relu2\n")
     proc = script("study_modern.py", "--scale=quick", f"--out={tmp_path}", f"--corpus={corpus}", "--seeds", "0", "1",
-                  "--ideas", "muon", "relu2", "logit_softcap", "--wandb=disabled")
+                  "--ideas", "muon", "relu2", "logit_softcap", "--wandb=disabled", f"--recipe={recipe}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "modern"
     summary = read_csv(folder / "summary.csv")
-    # the recipe (recipes/speedrun-10min.txt) uses Muon and ReLU^2, not the soft-cap: nothing to remove there
+    # the recipe uses Muon and ReLU^2, not the soft-cap: nothing to remove there
     assert [s["variant"] for s in summary] == ["recipe", "recipe - muon", "recipe - relu2", "default",
                                               "default + muon", "default + relu2", "default + logit_softcap"]
     assert all(s["seeds"] == "2" for s in summary)
