@@ -1,5 +1,5 @@
 """
-Full definition of a GPT Language Model, all of it in this single file, after karpathy's minGPT, with the
+Full definition of a GPT Language Model after karpathy's minGPT (its blocks, attention and the GPT here), with the
 mechanisms that took GPT to LLaMA and Mistral behind flags:
 
 - model.rope=True: rotary position embeddings (Su et al.) on queries and keys instead of a position table;
@@ -12,8 +12,10 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
 - model.qk_norm, model.mlp=relu2, model.zero_init_proj, model.tie_embeddings, model.logit_softcap: what the
   modded-nanogpt speedrun added (docs/speedrun.md).
 
-The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here. LanguageModel is
-the interface GPT shares with the recurrent models of mingpt/rnn.py, which the trainer and a run rely on.
+The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here, and the settings
+(each flag's type, range and help, the presets, what an unset one means) in mingpt/lab/model_settings.py.
+LanguageModel is the interface GPT shares with the recurrent models of mingpt/rnn.py, which the trainer and a run
+rely on.
 
 References:
 1) the official GPT-2 TensorFlow implementation released by OpenAI:

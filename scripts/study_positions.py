@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
+from mingpt.attention import sinusoidal_table
 from mingpt.data.corpus import read_text
 from mingpt.data.dataset import CharDataset
 from mingpt.lab.study import Study, compare_runs, study_args
-from mingpt.attention import sinusoidal_table
 
 VARIANTS = {"learned": ["--model.pos_emb=learned"], "sinusoidal": ["--model.pos_emb=sinusoidal"],
             "RoPE": ["--model.rope=True"], "none": ["--model.pos_emb=none"]}

@@ -72,7 +72,6 @@ def check_heads_and_positions(config):
                         f"--model.n_query_head={config.n_query_head} is odd; change either")
 
 
-
 def model_settings():
     C = CN()
     # gpt-mini, the course's chargpt model
