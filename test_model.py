@@ -34,7 +34,9 @@ writeup's formulas, a naive loop, or torch's own modules):
                                 the target) against their formulas, recipes, their bad input
     tests/test_speedrun.py      scripts/speedrun.py and scripts/study_modern.py at a tiny scale, the full-pass loss
     tests/test_bench.py         the benchmark scripts on a tiny model, their bad options (slow)
-    tests/test_studies.py       every study at its quick scale and the report built from them (slow)
+    tests/test_studies.py       every study at its quick scale and the report built from their records (slow)
+    tests/test_records.py       the studies' run records, a study started again (finished, killed, out of --max-minutes),
+                                damaged records, the report from the records alone
     tests/test_notebook.py      notebooks/lab.ipynb run top to bottom in a Jupyter kernel at its quick scale (slow)
     tests/helpers.py, tests/conftest.py     the helpers and fixtures they share
 """

@@ -274,6 +274,7 @@ class Trainer:
             "iter_num": self.iter_num,
             "torch_rng": torch.get_rng_state(),
             "batch_rng": self.batch_generator.get_state(),
+            "elapsed_s": time.perf_counter() - self.started,  # a resumed run's clock goes on from here
         }
         if self.device_type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -289,6 +290,7 @@ class Trainer:
         self.iter_num = state["iter_num"]
         torch.set_rng_state(state["torch_rng"])
         self.batch_generator.set_state(state["batch_rng"])
+        self.started -= state.get("elapsed_s", 0.0)
         if "cuda_rng" in state and self.device_type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.processes.rank:  # the checkpoint holds rank 0's dropout RNG; the others draw fresh masks

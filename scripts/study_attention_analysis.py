@@ -11,15 +11,14 @@ Study 8, attention_analysis: the writeup's written questions on attention, check
 4. Can concatenated scoring w^T [k; q] and additive scoring v^T tanh(W [k; q]) fit the angle between k and q?
    Concatenated scoring is a sum of a function of k and a function of q, so it cannot; additive scoring can.
 
-    python scripts/study_attention_analysis.py --scale quick|cpu|full
+    python scripts/study_attention_analysis.py --scale quick|cpu|full [--results DIR]
 """
 
 import math
 
-import matplotlib.pyplot as plt
 import torch
 
-from mingpt.lab.study import Study, study_args
+from mingpt.lab.study import Measurement, Study, study_args
 
 
 def max_diff(a, b):
@@ -84,25 +83,20 @@ def fit_angle(steps, n=2048, dim=2, hidden=32):
 
 def main(argv=None):
     args = study_args(__doc__, argv)
-    study = Study("attention_analysis", args.scale, args.out, args.wandb)
-    rows = checks()
-    angle, fits = fit_angle(steps=300 if args.scale == "quick" else 3000)
-    rows += [dict(check=f"4. {name} scoring fits the angle between k and q: R^2", value=r2,
-                  expect="about 0" if name == "concatenated" else "close to 1") for name, (r2, _) in fits.items()]
-    study.save_csv("checks", rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, (name, (r2, pred)) in zip(axes, fits.items()):
-        ax.scatter(angle, pred, s=3, alpha=0.4)
-        ax.plot([0, math.pi], [0, math.pi], "k--", linewidth=1, label="exact")
-        ax.set(title=f"{name} scoring, R^2 = {r2:.3f}", xlabel="true angle between k and q (radians)",
-               ylabel="fitted score (radians)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"Fitting the angle between key and query ({args.scale} scale)")
-    study.save_figure(fig, "angle_fit")
-    for row in rows:
-        print(f"{row['check']}: {row['value']:.3g} (expected {row['expect']})")
-    study.finish()
+    study = Study("attention_analysis", args)
+    steps = 300 if args.scale == "quick" else 3000
+
+    def compute():
+        rows = checks()
+        angle, fits = fit_angle(steps)
+        rows += [dict(check=f"4. {name} scoring fits the angle between k and q: R^2", value=r2,
+                      expect="about 0" if name == "concatenated" else "close to 1") for name, (r2, _) in fits.items()]
+        for row in rows:
+            print(f"{row['check']}: {row['value']:.3g} (expected {row['expect']})")
+        rounded = lambda t: [round(v, 4) for v in t.tolist()]  # noqa: E731  the figure's points, a few KB
+        return rows, {"angle": rounded(angle), "fits": {name: {"r2": r2, "prediction": rounded(pred)}
+                                                        for name, (r2, pred) in fits.items()}}
+    study.finish(study.run([Measurement("checks", compute, params=(steps,))]))
 
 
 if __name__ == "__main__":

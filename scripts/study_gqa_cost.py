@@ -12,16 +12,15 @@ Times and probe memory are medians over the iterations after warm-up; everything
 picks (a GPU when there is one), in fp32 wherever bf16 is native too: the course's figures, which these stand
 beside, are fp32's.
 
-    python scripts/study_gqa_cost.py --scale quick|cpu|full
+    python scripts/study_gqa_cost.py --scale quick|cpu|full [--max-minutes M] [--results DIR]
 """
 
-import matplotlib.pyplot as plt
 import torch
 
 from mingpt.attention import attend
 from mingpt.lab.bench import best_device, cache_bytes, generation_speed, gpt_mini, median_after_warmup, \
     peak_memory_bytes
-from mingpt.lab.study import Study, study_args
+from mingpt.lab.study import Study, TrainingRun, study_args
 
 KV_HEADS = [1, 2, 3, 6]
 
@@ -34,48 +33,25 @@ def core_peak_mib(batch, block, n_kv_head, gqa_scores, device, n_query_head=6, h
 
 def main(argv=None):
     args = study_args(__doc__, argv)
-    study = Study("gqa_cost", args.scale, args.out, args.wandb)
+    study = Study("gqa_cost", args)
     new_tokens = 50 if args.scale == "quick" else 500
     device = best_device()
-    rows = []
-    for n_kv in KV_HEADS:
-        trainer = study.train(f"n_kv_head={n_kv}", [f"--model.n_kv_head={n_kv}", "--model.attn_impl=naive",
-                                                    "--model.n_query_head=6", "--trainer.dtype=float32"],
-                              course_iters=200)
-        logs, C = trainer.logs, trainer.config
+
+    def measure(trainer):
+        logs, C, n_kv = trainer.logs, trainer.config, trainer.model.attention_modules()[0].n_kv_head
         block = trainer.train_dataset.get_block_size()
-        row = {"n_kv_head": n_kv, "attention_ms": median_after_warmup(logs["attention_computation_time"]),
-               "attention_probe_mib": median_after_warmup(logs["attention_computation_memory"])}
-        row["attention_peak_mib_per_head"] = core_peak_mib(C.batch_size, block, n_kv, "per_head", device)
-        row["attention_peak_mib_group_sum"] = core_peak_mib(C.batch_size, block, n_kv, "group_sum", device)
         model = gpt_mini(block_size=128, n_kv_head=n_kv, rope=True, device=device)
         prompt = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(0))
         speed, seq = generation_speed(model, prompt, new_tokens, use_cache=True)
-        row["kv_cache_bytes"] = cache_bytes(model, seq)
-        row["cached_tokens_per_s"] = speed
-        rows.append(row)
-    study.save_csv("cost", rows)
-    study.save_figure(cost_figure(rows, f"{args.scale} scale, {trainer.device}"), "cost")
-    study.finish()
-
-
-def cost_figure(rows, label):
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    panels = [("attention_ms", "attention time per layer (ms)"),
-              ("attention_peak_mib_per_head", "attention core peak memory (MiB)"),
-              ("kv_cache_bytes", "KV cache per sequence (KB)"), ("cached_tokens_per_s", "generation (tokens/s)")]
-    for ax, (key, ylabel) in zip(axes.flat, panels):
-        values = [float(r[key]) / (1024 if key == "kv_cache_bytes" else 1) for r in rows]
-        ax.plot(KV_HEADS, values, "o-", label="per-head scores" if "peak" in key else None)
-        if "peak" in key:
-            ax.plot(KV_HEADS, [float(r["attention_peak_mib_group_sum"]) for r in rows], "s--",
-                    label="summed group scores")
-            ax.legend(fontsize=8)
-        ax.set(xlabel="n_kv_head (of 6 query heads)", ylabel=ylabel, xticks=KV_HEADS)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"Cost of grouped-query attention ({label})")
-    return fig
+        return {"attention_ms": median_after_warmup(logs["attention_computation_time"]),
+                "attention_probe_mib": median_after_warmup(logs["attention_computation_memory"]),
+                "attention_peak_mib_per_head": core_peak_mib(C.batch_size, block, n_kv, "per_head", device),
+                "attention_peak_mib_group_sum": core_peak_mib(C.batch_size, block, n_kv, "group_sum", device),
+                "kv_cache_bytes": cache_bytes(model, seq), "cached_tokens_per_s": speed}
+    study.finish(study.run([
+        TrainingRun(f"n_kv_head={n_kv}", [f"--model.n_kv_head={n_kv}", "--model.attn_impl=naive",
+                                          "--model.n_query_head=6", "--trainer.dtype=float32"],
+                    course_iters=200, measure=measure) for n_kv in KV_HEADS]))
 
 
 if __name__ == "__main__":

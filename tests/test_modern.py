@@ -344,32 +344,27 @@ def test_target_in_the_wandb_summary(text_file, tmp_path):
 # -----------------------------------------------------------------------------
 # torch.compile
 
-@pytest.mark.slow  # compiles a model (tens of seconds on a CPU)
+@pytest.mark.slow  # compiles a model twice (tens of seconds on a CPU)
 def test_compiled_training_matches_eager(text_file, tmp_path, capsys):
-    """fp32, no dropout: the compiled run's losses are the eager run's within float tolerance; the compile time is
-    recorded apart from the iterations' (the first iteration does not hold it), and the probe is off."""
-    flags = ["--model.embd_pdrop=0", "--model.resid_pdrop=0", "--model.attn_pdrop=0", "--trainer.sample_interval=0"]
-    eager = train(tiny_config(text_file, tmp_path / "eager", *flags))
+    """fp32, no dropout: a compiled run stopped at 4 and resumed (compiled again) has the eager run's losses within
+    float tolerance; each start's compile time is recorded apart from the iterations' (the first iteration after
+    it does not hold it), and the probe is off."""
+    flags = ["--model.embd_pdrop=0", "--model.resid_pdrop=0", "--model.attn_pdrop=0", "--trainer.sample_interval=0",
+             "--trainer.compile=True", "--system.wandb=offline"]
+    eager = train(tiny_config(text_file, tmp_path / "eager", *flags[:4]))
     capsys.readouterr()
-    compiled = train(tiny_config(text_file, tmp_path / "compiled", *flags, "--trainer.compile=True",
-                                 "--system.wandb=offline"))
+    train(tiny_config(text_file, tmp_path / "compiled", *flags, "--trainer.max_iters=4", "--trainer.lr_decay_iters=8"))
     assert "the attention probe is off" in capsys.readouterr().out
+    compiled = train(tiny_config(text_file, tmp_path / "compiled", *flags, "--trainer.resume=True"))
     assert compiled.logs["train_losses"] == pytest.approx(eager.logs["train_losses"], rel=1e-4, abs=1e-5)
     assert [v for _, v in compiled.logs["val_losses"]] == \
         pytest.approx([v for _, v in eager.logs["val_losses"]], rel=1e-4, abs=1e-5)
     logs = read_logs(tmp_path / "compiled")
-    (compile_s,) = logs["compile_s"]
-    assert compile_s > 0 and max(logs["iter_time_ms"]) < 1000 * compile_s / 2
+    assert len(logs["compile_s"]) == 2  # one per start (the second finds the first's graphs in this process's cache)
+    assert logs["compile_s"][0] > 0 and max(logs["iter_time_ms"]) < 1000 * logs["compile_s"][0] / 2
     assert logs["attention_computation_time"] == []
-    assert wandb_runs(tmp_path / "compiled")[-1]["summary"]["perf/compile_s"] == compile_s
+    assert wandb_runs(tmp_path / "compiled")[-1]["summary"]["perf/compile_s"] == logs["compile_s"][-1]
     assert json.loads((tmp_path / "compiled" / "config.json").read_text())["trainer"]["compile"] is True
-    # stopped at 4 and resumed, compiled again: the uninterrupted compiled run's losses
-    train(tiny_config(text_file, tmp_path / "half", *flags, "--trainer.compile=True", "--trainer.max_iters=4",
-                      "--trainer.lr_decay_iters=8"))
-    resumed = train(tiny_config(text_file, tmp_path / "half", *flags, "--trainer.compile=True",
-                                "--trainer.resume=True"))
-    assert resumed.logs["train_losses"] == pytest.approx(compiled.logs["train_losses"], rel=1e-6, abs=1e-7)
-    assert len(read_logs(tmp_path / "half")["compile_s"]) == 2  # one per start
 
 
 def run_chargpt(args, env_changes):

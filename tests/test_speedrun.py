@@ -261,9 +261,11 @@ def test_study_modern_arms(corpus, tmp_path):
     recipe = tmp_path / "recipe.txt"
     recipe.write_text("# Muon and ReLU^2, not the soft-cap\n--trainer.optimizer=muon\n--model.mlp=relu2\n")
     proc = script("study_modern.py", "--scale=quick", f"--out={tmp_path}", f"--corpus={corpus}", "--seeds", "0", "1",
-                  "--ideas", "muon", "relu2", "logit_softcap", "--wandb=disabled", f"--recipe={recipe}")
+                  "--ideas", "muon", "relu2", "logit_softcap", "--wandb=disabled", f"--recipe={recipe}",
+                  f"--results={tmp_path / 'results'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    folder = tmp_path / "modern"
+    assert len(os.listdir(tmp_path / "results" / "modern" / "quick")) == 14 + 1  # a record per run, the plan
+    folder = tmp_path / "modern" / "quick"
     summary = read_csv(folder / "summary.csv")
     # the recipe uses Muon and ReLU^2, not the soft-cap: nothing to remove there
     assert [s["variant"] for s in summary] == ["recipe", "recipe - muon", "recipe - relu2", "default",

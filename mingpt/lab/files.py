@@ -74,15 +74,20 @@ def check_temporary_folder():
                         f"space or set TMPDIR to a writable folder") from None
 
 
+def cpu_model():
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what platform says)."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine_info():
     """One line naming the machine and torch version, printed with every benchmark number."""
     import platform
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {device}; " \
            f"torch {torch.__version__}, Python {platform.python_version()}"

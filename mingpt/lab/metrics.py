@@ -31,8 +31,8 @@ METRICS = tuple(Metric(*row) for row in (
     ("train", EVALUATION, "eval_train_losses", "eval/train_loss",
      "training-split loss at each evaluation, same batches and mode as val/loss"),
     ("elapsed_s", EVALUATION, "eval_elapsed_s", "time/elapsed_s",
-     "wall seconds from the start of the run (this command's: data, model, compile and evaluations included) to "
-     "each evaluation's end"),
+     "wall seconds from the start of the run (data, model, compile and evaluations included; a resumed run goes on "
+     "from the time its checkpoint had spent) to each evaluation's end"),
     ("attention_ms", ITERATION, "attention_computation_time", "attn/time_ms",
      "forward time of the attention core, mean over layers, ms"),
     ("attention_mib", ITERATION, "attention_computation_memory", "attn/mem_mib",

@@ -205,6 +205,7 @@ class Run(NamedTuple):
     processes: Processes
     resume: Resume  # None: a fresh run
     started: float  # time.perf_counter() at the start of train(): what the run's wall times count from
+    callbacks: tuple = ()  # (event, function) pairs added after the run's own
 
 
 def target_line(trainer, target):
@@ -218,9 +219,10 @@ def target_line(trainer, target):
             f"{reached['val']:.4f}) after {reached['tokens']:,} tokens and {reached['elapsed_s']:.1f} s")
 
 
-def train(config):
+def train(config, callbacks=()):
     """Train as `config` says and return the trainer (whose model and logs hold the results). Every setting,
-    the data, the work_dir and any checkpoint are checked before the first file is written."""
+    the data, the work_dir and any checkpoint are checked before the first file is written. callbacks: (event,
+    function) pairs the trainer calls after the run's own (an experiment's stop at its time budget, say)."""
     started = time.perf_counter()
     config.validate()
     ignored = config.ignored()
@@ -277,7 +279,7 @@ def train(config):
         resume = reconcile_resume(config, state, ckpt_path)
     processes = Processes()  # under torchrun: every check above passed on every process before any joins
     try:
-        trainer = run_training(Run(config, model, dataset, processes, resume, started))
+        trainer = run_training(Run(config, model, dataset, processes, resume, started, tuple(callbacks)))
         processes.barrier()  # no process leaves the group while another is still in a collective call
     finally:
         processes.stop()
@@ -313,6 +315,8 @@ def run_training(run):
     files = RunFiles(config, trainer)
     files.start()
     trainer.set_callback("on_batch_end", files.on_batch_end)
+    for event, callback in run.callbacks:
+        trainer.add_callback(event, callback)
     try:
         trainer.run()
     except BaseException as e:  # a second Ctrl-C mid-iteration (what is on disk stays as it was), or a failure

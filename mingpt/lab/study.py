@@ -1,37 +1,41 @@
 """
-What every experiment script in scripts/ shares: scales, training runs through mingpt.lab.run, and the files a
-study leaves in out/experiments/<study>/:
+What every study in scripts/ shares: its options, its scales, and a plan of runs carried out so that its results
+outlive the process. Each training run (and each measurement that trains nothing) leaves a record in
+results/<study>/<scale>/ (mingpt/lab/records.py); a study started again skips every run whose record is there,
+on this machine or another, and continues an interrupted run from its checkpoint where the run's folder is still
+there. `--max-minutes M` starts only the runs that fit in what is left of M minutes, stops a run that will not
+(its checkpoint kept for the next start), and says how to go on.
 
-  commands.txt      the exact chargpt.py command of every training run, and the script's own command
-  <name>.csv        every number the study measured
-  <name>.png        its plots
-  study.json        study name, scale, what the scale changed, machine, torch version, date
+  results/<study>/<scale>/study.json   the plan of the last start: its command and its runs' record files, in order
+  results/<study>/<scale>/*.json       one record per run
+  out/experiments/<study>/<scale>/     the runs' folders (runs/), the tables (*.csv) and figures (*.png) built from
+                                       the records (mingpt/lab/study_report.py), commands.txt
 
 Runs go to wandb (offline unless logged in) in one group per study and scale (e.g. gqa_cost-cpu), each named
 <study>-<scale>/<setting> with the config it trained with; an `analysis` run of the study's own settings holds
-its figures, its tables (every CSV) and the last sample of each training run.
+its figures, its tables and the sample of each training run.
 """
 
-import csv
+import argparse
+import json
 import os
-import re
 import shlex
+import statistics
 import sys
 import time
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from typing import Callable, NamedTuple
 
 from mingpt.lab.bench import median_after_warmup
 from mingpt.lab.dashboard import WandbRun
 from mingpt.lab.errors import fail
-from mingpt.lab.files import machine_info, save_json, write_csv
-from mingpt.lab.plots import loss_curve_figure
+from mingpt.lab.files import check_writable_folder, save_json, write_csv
+from mingpt.lab.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
+    run_record, slug, write_record
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample_tokens
 from mingpt.lab.settings import get_config
+from mingpt.lab.study_report import section
+from mingpt.utils import UserError
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
 # 600 iterations, constant learning rate 5e-4). Studies keep the iteration schedule and the comparison.
@@ -46,118 +50,299 @@ SCALES = {
     "full": dict(flags=[], iters=lambda n: n, note="the course's settings"),
 }
 COURSE_FLAGS = ["--trainer.lr_schedule=constant"]
+EVALUATIONS = 6  # per run: also its checkpoints, so that a kill loses at most a sixth of a run
+
+
+class TrainingRun(NamedTuple):
+    """One training run of a study's plan: chargpt.py flags after the scale's, and the iterations the course
+    gives it. measure(trainer) -> the study's own numbers for the run, kept in its record's `final`."""
+    label: str
+    flags: list
+    course_iters: int = 600
+    measure: Callable = None
+    needs: str = None  # the label of an earlier run whose trained folder this one starts from
+
+
+class Measurement(NamedTuple):
+    """A measurement of a study's plan that trains nothing: compute() -> (rows, extra), kept in its record's
+    `final`. params: what it depends on besides the scale (part of its record's key)."""
+    label: str
+    compute: Callable
+    params: tuple = ()
+
+
+class OutOfTime(Exception):
+    """--max-minutes is spent: the study stops between runs (or at a run's checkpoint)."""
+
+
+def study_args(description, argv=None, extra=None):
+    """The options every study takes, and those `extra(parser)` adds; a bad one is one line, exit 2, before
+    anything trains or is written."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = fail
+    if extra:
+        extra(parser)
+    parser.add_argument("--scale", choices=list(SCALES), default="quick")
+    parser.add_argument("--results", default="results",
+                        help="folder of the runs' records: results/<study>/<scale>/ (default: results)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="start only the runs that fit in this many minutes, then stop and say how to go on")
+    parser.add_argument("--out", default="out/experiments", help="folder that gets <study>/<scale>/: the runs' "
+                                                                 "folders, tables and figures")
+    parser.add_argument("--corpus", help="the text to train on (default: chargpt's, input.txt)")
+    parser.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None,
+                        help="wandb mode (default: online with a login, else offline)")
+    args = parser.parse_args(argv)
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        fail(f"--max-minutes={args.max_minutes:g}: give a positive number of minutes")
+    for flag, folder in (("--results", args.results), ("--out", args.out)):
+        try:
+            check_writable_folder(folder, flag)
+        except UserError as e:
+            fail(e)
+    if args.corpus is not None and not os.path.exists(args.corpus):
+        fail(f"--corpus={args.corpus} does not exist; give a text file or a folder of *.txt files")
+    return args
 
 
 class Study:
 
-    def __init__(self, name, scale, root="out/experiments", wandb=None):
-        if scale not in SCALES:
-            fail(f"--scale {scale}: choose one of {', '.join(SCALES)}")
-        self.name, self.scale = name, scale
-        self.dir = os.path.join(root, name)
-        self.group = f"{name}-{scale}"  # wandb's group: the scales of one study stay apart
-        self.wandb = wandb
-        os.makedirs(self.dir, exist_ok=True)
-        self.commands = ["python " + " ".join(shlex.quote(a) for a in sys.argv)]
+    def __init__(self, name, args):
+        self.name, self.scale, self.args = name, args.scale, args
+        self.records = os.path.join(args.results, name, args.scale)
+        self.dir = os.path.join(args.out, name, args.scale)
+        self.group = f"{name}-{args.scale}"  # wandb's group: the scales of one study stay apart
+        self.command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+        self.commands = [self.command]
         self.started = time.time()
+        self.deadline = None if args.max_minutes is None else self.started + 60 * args.max_minutes
+        self.made = 0  # runs and measurements made by this start
+        self.out_of_time = False  # set by the budget guard when it stops a run
 
     def iters(self, course_iters):
         """The number of iterations this scale runs for a step the course runs `course_iters` iterations."""
         return SCALES[self.scale]["iters"](course_iters)
 
-    def run_dir(self, run):
-        return os.path.join(self.dir, "runs", re.sub("[^A-Za-z0-9]+", "_", run).strip("_"))
+    def flags(self, item):
+        """The chargpt.py flags of a planned training run, its output folders aside."""
+        corpus = [f"--data.input_file={self.args.corpus}"] if self.args.corpus else []
+        iters = self.iters(item.course_iters)
+        return COURSE_FLAGS + SCALES[self.scale]["flags"] + [
+            f"--trainer.max_iters={iters}", f"--trainer.eval_interval={max(1, iters // EVALUATIONS)}"] + \
+            corpus + list(item.flags)
 
-    def train(self, run, flags, course_iters=600):
-        """Train one run of the study; returns its trainer (model and logs). `flags` are chargpt.py flags."""
-        flags = COURSE_FLAGS + SCALES[self.scale]["flags"] + [
-            f"--trainer.max_iters={self.iters(course_iters)}",
-            f"--trainer.eval_interval={max(1, self.iters(course_iters) // 6)}",
-            f"--system.work_dir={self.run_dir(run)}", f"--system.wandb_group={self.group}",
-            f"--system.wandb_name={self.group}/{run}", f"--system.wandb_tags={self.name},{self.scale}"] + list(flags)
-        if self.wandb:
-            flags.append(f"--system.wandb={self.wandb}")
-        self.commands.append("python chargpt.py " + " ".join(shlex.quote(f) for f in flags))
+    def run_dir(self, label, flags):
+        return os.path.join(self.dir, "runs", f"{slug(label)}-{record_key(flags)}")
+
+    def output_flags(self, label, flags, iters):
+        out = [f"--system.work_dir={self.run_dir(label, flags)}",
+               f"--trainer.checkpoint_interval={max(1, iters // EVALUATIONS)}",
+               f"--system.wandb_group={self.group}", f"--system.wandb_name={self.group}/{label}",
+               f"--system.wandb_tags={self.name},{self.scale}"]
+        return out + ([f"--system.wandb={self.args.wandb}"] if self.args.wandb else [])
+
+    # -------------------------------------------------------------------------------------------------------------
+    # the plan
+
+    def run(self, plan):
+        """Carry out the plan (TrainingRun and Measurement items, in order); returns {label: record}. Stops the
+        program with one line when --max-minutes is spent or on Ctrl-C; the records written stay valid."""
+        keys = [record_key(self.flags(i)) if isinstance(i, TrainingRun) else self.measurement_key(i) for i in plan]
+        manifest = {"study": self.name, "scale": self.scale, "scale_note": SCALES[self.scale]["note"],
+                    "command": self.command, "runs": [record_name(i.label, k) for i, k in zip(plan, keys)]}
+        records, self.plan = {}, {item.label: item for item in plan}
+        for k, (item, key) in enumerate(zip(plan, keys), start=1):
+            where = f"[{self.name} {self.scale}] run {k} of {len(plan)}, {item.label}"
+            record = self.recorded(item.label, key)
+            if record is not None:
+                print(f"{where}: recorded in {os.path.join(self.records, record_name(item.label, key))}; "
+                      f"not made again")
+            else:
+                try:
+                    record = self.train(item, where, plan[k:]) if isinstance(item, TrainingRun) else \
+                        self.measure(item, key, where)
+                except OutOfTime:
+                    self.stop_for_time(plan, records, k)
+                except KeyboardInterrupt:
+                    print(f"[{self.name} {self.scale}] interrupted: {len(records)} of {len(plan)} runs recorded "
+                          f"in {self.records}; the run in progress goes on from its checkpoint with: "
+                          f"{self.command}", file=sys.stderr)
+                    sys.exit(130)
+            records[item.label] = record
+            if len(records) == 1:  # once the first run has found its data and settings good
+                save_json(manifest, os.path.join(self.records, "study.json"))
+        print(f"[{self.name} {self.scale}] {len(plan)} of {len(plan)} runs recorded in {self.records} "
+              f"({self.made} made by this start, in {duration(time.time() - self.started)})")
+        return records
+
+    def recorded(self, label, key):
+        """The record of this run, or None (a damaged one is said in one line and its run trained again)."""
+        path = os.path.join(self.records, record_name(label, key))
+        if not os.path.exists(path):
+            return None
+        try:
+            return read_record(path)
+        except DamagedRecord as e:
+            print(f"warning: {path} {e}; training that run again and writing its record anew", file=sys.stderr)
+            return None
+
+    def seconds_per_iter(self):
+        """The median wall seconds per iteration of this study's runs recorded at this scale (None: none yet)."""
+        rates = []
+        for name in os.listdir(self.records) if os.path.isdir(self.records) else []:
+            if name.endswith(".json") and name != "study.json":
+                try:
+                    record = read_record(os.path.join(self.records, name))
+                except DamagedRecord:
+                    continue
+                if record["kind"] == "run" and record.get("wall_s") and record["final"]["iter"]:
+                    rates.append(record["wall_s"] / record["final"]["iter"])
+        return statistics.median(rates) if rates else None
+
+    def expected_s(self, items):
+        rate = self.seconds_per_iter()
+        if rate is None:
+            return None
+        return sum(rate * config_iters(self.flags(i)) for i in items if isinstance(i, TrainingRun))
+
+    def stop_for_time(self, plan, records, k):
+        left = self.expected_s(plan[k - 1:])
+        estimate = f" (about {duration(left)})" if left else ""
+        print(f"[{self.name} {self.scale}] --max-minutes={self.args.max_minutes:g} spent: {len(records)} of "
+              f"{len(plan)} runs done, {len(plan) - len(records)} left{estimate}; go on with: {self.command}")
+        sys.exit(0)
+
+    # -------------------------------------------------------------------------------------------------------------
+    # one run
+
+    def trained_folder(self, label):
+        """The folder of an earlier run of the plan, trained again first where it is not there whole (its record
+        can come from another machine)."""
+        item = self.plan[label]
+        flags = self.flags(item)
+        folder = self.run_dir(label, flags)
+        logs = os.path.join(folder, "train_logs.json")
+        if not (os.path.exists(logs) and len(read_json(logs)["train_losses"]) == config_iters(flags)):
+            self.train(item, f"[{self.name} {self.scale}] {label} (needed by the next run)", [])
+        return folder
+
+    def train(self, item, where, after):
+        """Train one planned run (from its checkpoint where its folder has one) and write its record."""
+        if item.needs is not None:
+            self.trained_folder(item.needs)
+        flags = self.flags(item)
         config = get_config()
         config.merge_from_args(flags)
-        return train(config)
+        iters = config.trainer.max_iters
+        expected = self.expected_s([item])
+        left = self.expected_s(after)
+        if self.deadline is not None and expected is not None and time.time() + expected > self.deadline:
+            raise OutOfTime
+        estimate = "" if expected is None else f" (expected {duration(expected)}" + (
+            f"; {duration(left)} more after it)" if left else ")")
+        print(f"{where}: training{estimate}")
+        full = flags + self.output_flags(item.label, flags, iters)
+        work_dir = self.run_dir(item.label, flags)
+        resume = os.path.exists(os.path.join(work_dir, "ckpt.pt"))
+        config.merge_from_args(full[len(flags):] + (["--trainer.resume=True"] if resume else []))
+        command = "python chargpt.py " + " ".join(shlex.quote(f) for f in full)
+        self.commands.append(command)
+        t0 = time.time()
+        try:
+            trainer = train(config, callbacks=[("on_batch_end", self.budget_guard())])
+        except UserError as e:
+            again = f" (or delete {work_dir} to train the run from its start)" if resume else ""
+            fail(f"{e}{again}")
+        except KeyboardInterrupt:
+            if self.out_of_time:
+                raise OutOfTime from None
+            raise
+        self.made += 1
+        numbers = item.measure(trainer) if item.measure else {}
+        numbers["ms_per_iter"] = median_after_warmup(trainer.logs["iter_time_ms"])
+        tokens_per_iter = config.trainer.batch_size * trainer.train_dataset.get_block_size()
+        record = run_record(item.label, command, full, read_json(os.path.join(work_dir, "config.json")), trainer.logs,
+                            tokens_per_iter, numbers, final_sample(trainer))
+        record = read_record(write_record(record, self.records))  # as the report will read it
+        print(f"{where}: done in {time.time() - t0:.0f} s (val loss {record['final']['val_loss']:.4f})")
+        return record
 
-    def path(self, filename):
-        return os.path.join(self.dir, filename)
+    def budget_guard(self):
+        """An on_batch_end callback that stops the run (its checkpoint saved, for the next start) once the deadline
+        has come, or at its fifth iteration when the pace of its first ones says it cannot end before it."""
+        times = []
 
-    def save_csv(self, name, rows):
-        write_csv(rows, self.path(name + ".csv"))
+        def guard(trainer):
+            if self.deadline is None:
+                return
+            now = time.time()
+            times.append(now)
+            pace = (times[-1] - times[0]) / 4 if len(times) == 5 else 0
+            if now >= self.deadline or now + pace * (trainer.config.max_iters - trainer.iter_num) > self.deadline:
+                self.out_of_time = trainer.stop_requested = True
+        return guard
 
-    def save_figure(self, fig, name):
-        fig.tight_layout()
-        fig.savefig(self.path(name + ".png"), dpi=110)
-        plt.close(fig)
+    def measurement_key(self, item):
+        return record_key([f"{self.name}:{item.label}", f"--scale={self.scale}", *map(str, item.params)])
 
-    def finish(self, summary=None):
-        """Write commands.txt and study.json; send the figures, tables and samples to wandb."""
-        with open(self.path("commands.txt"), "w") as f:
+    def measure(self, item, key, where):
+        print(f"{where}: measuring")
+        t0 = time.time()
+        rows, extra = item.compute()
+        flags = [f"{self.name}:{item.label}", f"--scale={self.scale}", *map(str, item.params)]
+        record = measurement_record(item.label, self.command, flags, rows, time.time() - t0, extra)
+        assert record["key"] == key
+        self.made += 1
+        return read_record(write_record(record, self.records))
+
+    # -------------------------------------------------------------------------------------------------------------
+    # the tables and figures
+
+    def finish(self, records):
+        """The study's tables, figures and samples, built from its records as the report builds them, in
+        out/experiments/<study>/<scale>/ and in the wandb analysis run; commands.txt."""
+        built = section(self.name, self.scale, records)
+        os.makedirs(self.dir, exist_ok=True)
+        for name, rows in built.tables.items():
+            write_csv(rows, os.path.join(self.dir, name + ".csv"))
+        for name, fig in built.figures.items():
+            fig.savefig(os.path.join(self.dir, name + ".png"), dpi=110)
+        with open(os.path.join(self.dir, "commands.txt"), "w") as f:
             f.write("\n".join(self.commands) + "\n")
         info = {"study": self.name, "scale": self.scale, "scale_note": SCALES[self.scale]["note"],
-                "scale_flags": COURSE_FLAGS + SCALES[self.scale]["flags"], "machine": machine_info(),
-                "seconds": round(time.time() - self.started, 1), "date": time.strftime("%Y-%m-%d"), **(summary or {})}
-        save_json(info, self.path("study.json"))
+                "records": self.records, "seconds": round(time.time() - self.started, 1),
+                "date": time.strftime("%Y-%m-%d")}
         system = get_config().system
-        system.wandb, system.wandb_group, system.wandb_tags = self.wandb, self.group, f"{self.name},{self.scale}"
+        system.wandb, system.wandb_group, system.wandb_tags = self.args.wandb, self.group, f"{self.name},{self.scale}"
         run = WandbRun(system, info, self.dir, job_type="analysis", name=f"{self.group}/analysis")
-        files = sorted(os.listdir(self.dir))
-        tables = {name[:-4]: read_table(self.path(name)) for name in files if name.endswith(".csv")}
-        samples = self.final_samples()
-        if samples:
-            tables["samples"] = (["run", "sample"], samples)
-        run.log_files({name[:-4]: self.path(name) for name in files if name.endswith(".png")}, tables)
+        tables = {name: table_columns(rows) for name, rows in built.tables.items()}
+        if built.samples:
+            tables["samples"] = (["run", "sample"], [[label, text] for label, text in built.samples.items()])
+        run.log_files({name: os.path.join(self.dir, name + ".png") for name in built.figures}, tables)
         run.finish()
-        print(f"{self.name} ({self.scale}): wrote {self.dir}")
-
-    def final_samples(self):
-        """[run folder, last sample] of each training run that wrote samples."""
-        runs = os.path.join(self.dir, "runs")
-        rows = []
-        for run in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
-            path = os.path.join(runs, run, "samples.txt")
-            if os.path.exists(path):
-                with open(path) as f:
-                    rows.append([run, f.read().rsplit("---\n", 1)[-1].strip()])
-        return rows
+        print(f"{self.name} ({self.scale}): records in {self.records}, tables and figures in {self.dir}")
+        return built
 
 
-def read_table(path):
-    """A CSV as (columns, rows), numbers as floats."""
-    def value(text):
-        try:
-            return float(text)
-        except ValueError:
-            return text
+def duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def table_columns(rows):
+    """Rows (dicts) as (columns, rows of values)."""
+    columns = list(rows[0])
+    return columns, [[row[c] for c in columns] for row in rows]
+
+
+def read_json(path):
     with open(path) as f:
-        columns, *rows = list(csv.reader(f))
-    return columns, [[value(v) for v in row] for row in rows]
+        return json.load(f)
 
 
-def compare_runs(study, variants, title, course_iters=600):
-    """Train each variant ({label: flags}); write curves.csv, final.csv and loss.png; return the trainers."""
-    trainers, curve_rows, final_rows = {}, [], []
-    for label, flags in variants.items():
-        t0 = time.time()
-        trainer = study.train(label, flags, course_iters)
-        trainers[label] = trainer
-        logs = trainer.logs
-        for i, loss in enumerate(logs["train_losses"], start=1):
-            curve_rows.append({"run": label, "iter": i, "train_loss": loss})
-        final_rows.append({"run": label, "iters": len(logs["train_losses"]),
-                           "final_train_loss": logs["train_losses"][-1],
-                           "eval_train_loss": logs["eval_train_losses"][-1][1],
-                           "val_loss": logs["val_losses"][-1][1],
-                           "seconds": round(time.time() - t0, 1),
-                           "ms_per_iter": median_after_warmup(logs["iter_time_ms"])})
-    study.save_csv("curves", curve_rows)
-    study.save_csv("final", final_rows)
-    curves = {label: list(enumerate(t.logs["train_losses"], start=1)) for label, t in trainers.items()}
-    study.save_figure(loss_curve_figure(curves, f"{title} ({study.scale} scale)"), "loss")
-    return trainers, final_rows
+def config_iters(flags):
+    config = get_config()
+    config.merge_from_args(flags)
+    return config.trainer.max_iters
 
 
 def final_sample(trainer, config_sample=None, seed=0):
@@ -165,25 +350,3 @@ def final_sample(trainer, config_sample=None, seed=0):
     C = config_sample or get_config().sample
     vocab = trainer.train_dataset.vocab
     return C.prompt + "".join(sample_tokens(trainer.model, vocab, C, trainer.device, seed))
-
-
-def samples_table(samples):
-    """{run: sample text} -> a Markdown table with one column per run, the samples side by side."""
-    cells = [text.replace("\n", "<br>").replace("|", "\\|") for text in samples.values()]
-    return f"| {' | '.join(samples)} |\n|{'---|' * len(samples)}\n| {' | '.join(cells)} |\n"
-
-
-def study_args(description, argv=None, extra=None):
-    """The options every study takes (--scale, --out, --wandb), and those `extra(parser)` adds; a bad one is one
-    line, exit 2."""
-    import argparse
-    parser = argparse.ArgumentParser(description=description)
-    parser.error = fail
-    if extra:
-        extra(parser)
-    parser.add_argument("--scale", choices=list(SCALES), default="quick")
-    parser.add_argument("--out", default="out/experiments", help="folder that gets <study>/")
-    parser.add_argument("--wandb", choices=["online", "offline", "disabled"], default=None,
-                        help="wandb mode (default: online with a login, else offline)")
-    return parser.parse_args(argv)
-
