@@ -6,7 +6,7 @@ Trains a character-level language model.
     python chargpt.py --sample.only=True --system.work_dir=out/rope --sample.prompt="ROMEO:" --sample.top_p=0.9
     python chargpt.py @recipes/speedrun-1.88.txt            # a recipe: flags read from a file (docs/speedrun.md)
     python chargpt.py --help                                # every setting with its default
-    torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/lab/distributed.py)
+    torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/distributed.py)
 
 Flags are --node.key=value (or node.key=value) for the nodes system, data, model, trainer and sample; the defaults
 and what each does are in mingpt/lab/settings.py's get_config and the get_default_config of each part.
@@ -15,12 +15,12 @@ and what each does are in mingpt/lab/settings.py's get_config and the get_defaul
 import sys
 import time
 
-from mingpt.lab.distributed import Processes, quiet_unless
-from mingpt.lab.errors import report
+from mingpt.distributed import Processes, quiet_unless
+from mingpt.errors import report
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample
 from mingpt.lab.settings import expand_recipes, get_config, help_text
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 RANK0_GRACE_S = 5
 

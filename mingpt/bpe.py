@@ -20,7 +20,8 @@ import urllib.request
 import regex as re
 import torch
 
-from mingpt.utils import UserError, atomic_open
+from mingpt.errors import UserError
+from mingpt.utils import atomic_open
 
 GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/models/124M/"
 DOWNLOAD_TIMEOUT_S = 10

@@ -13,7 +13,7 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
   modded-nanogpt speedrun added (docs/speedrun.md).
 
 The attention arithmetic itself lives in mingpt/attention.py, shared by every variant here, and the settings
-(each flag's type, range and help, the presets, what an unset one means) in mingpt/lab/model_settings.py.
+(each flag's type, range and help, the presets, what an unset one means) in mingpt/model_config.py.
 LanguageModel is the interface GPT shares with the recurrent models of mingpt/rnn.py, which the trainer and a run
 rely on.
 
@@ -34,8 +34,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import Dropout, KVCache, RotaryPositionalEmbeddings, attend, sinusoidal_table
-from mingpt.lab.model_settings import kv_heads, mlp_hidden_size, model_settings, position_embedding
-from mingpt.utils import adamw_with_decay, check_sampling, muon_and_adamw, sample_next
+from mingpt.model_config import kv_heads, mlp_hidden_size, model_settings, position_embedding
+from mingpt.optim import adamw_with_decay, muon_and_adamw
+from mingpt.sampling import check_sampling, sample_next
 
 # -----------------------------------------------------------------------------
 
@@ -69,7 +70,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = Dropout(config.resid_pdrop)
         self._stacked = None  # (what it was made from, weight, bias if any): see qkv_projection
 
-    core = staticmethod(attend)  # the attention arithmetic; the lab's probe wraps it (mingpt/lab/measure.py)
+    core = staticmethod(attend)  # the attention arithmetic; the lab's probe wraps it (mingpt/lab/probes.py)
 
     def qkv_projection(self):
         """q_proj, k_proj and v_proj stacked into one (weight, bias), or (weight,) without biases, so that one
@@ -231,7 +232,7 @@ class GPT(LanguageModel):
 
     @staticmethod
     def get_default_config():
-        """minGPT's: the model's settings, declared with type, range and help in mingpt/lab/model_settings.py."""
+        """minGPT's: the model's settings, declared with type, range and help in mingpt/model_config.py."""
         return model_settings()
 
     def __init__(self, config):

@@ -22,7 +22,9 @@ from torch.nn import functional as F
 
 from mingpt.attention import Dropout
 from mingpt.model import LanguageModel
-from mingpt.utils import UserError, adamw_with_decay, check_sampling, sample_next
+from mingpt.errors import UserError
+from mingpt.optim import adamw_with_decay
+from mingpt.sampling import check_sampling, sample_next
 
 
 def slide(a):

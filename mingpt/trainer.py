@@ -4,31 +4,29 @@ so nothing in this file really has anything to do with GPT specifically.
 
 minGPT's Trainer: `Trainer(config, model, train_dataset)` trains on any torch Dataset of (x, y) pairs through a
 DataLoader that samples with replacement (targets of -1 are ignored by the models' loss), AdamW from the model's
-configure_optimizers, gradient clipping, callbacks ('on_batch_end') that read iter_num, iter_dt and loss, and
-max_iters=None to train until stopped. Added: a dataset with batches of its own (the lab's CharDataset: get_batch
-and get_eval_batch) is read with them and evaluated on both splits; a warm-up + cosine (or warm-up / stable /
-decay) learning-rate schedule; Muon beside AdamW; torch.compile, compiled before the first step so that its time
-is apart from the iterations'; a stop at a target validation loss; gradient accumulation and torchrun's
-processes; per-iteration metrics; a tqdm bar on a terminal (plain lines otherwise); state_dict/load_state_dict
-for exact resumption.
+configure_optimizers, gradient clipping, callbacks ('on_batch_end') that read iter_num (the step's index, from 0),
+iter_dt and loss, and max_iters=None to train until stopped; its default config is minGPT's (a constant learning
+rate of 3e-4, fp32) and it prints only minGPT's "running on device" line. Added, each off by default or read only
+where the data has it: a dataset with batches of its own (chargpt's CharDataset: get_batch and get_eval_batch) is
+read with them and evaluated on both splits; a warm-up + cosine (or warm-up / stable / decay) learning-rate
+schedule; Muon beside AdamW; bf16 autocast; torch.compile, compiled before the first step so that its time is
+apart from the iterations'; gradient accumulation and torchrun's processes; per-iteration metrics and
+evaluations for the callbacks to record; state_dict/load_state_dict for exact resumption. What a run prints,
+saves and logs, and when it stops early, is its callbacks' (chargpt's: mingpt/lab/run.py).
 """
 
 import contextlib
 import math
-import signal
-import sys
-import threading
 import time
 from collections import defaultdict
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm import tqdm
 
-from mingpt.lab.distributed import Processes, micro_batch_size
-from mingpt.lab.measure import DEVICES, compile_problem, device_problem, native_bf16, pick_device
-from mingpt.lab.metrics import new_logs
-from mingpt.utils import CfgNode as CN, Check, UserError, above, at_least, between, each
+from mingpt.distributed import Processes, micro_batch_size
+from mingpt.device import DEVICES, compile_problem, device_problem, native_bf16, pick_device
+from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
+from mingpt.errors import UserError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 OPTIMIZERS = ("adamw", "muon")
@@ -55,10 +53,11 @@ class Trainer:
 
     @staticmethod
     def get_default_config():
+        """minGPT's settings with minGPT's defaults, and the ones this trainer adds, each off or neutral by
+        default (chargpt's run sets its own: mingpt/lab/settings.py)."""
         C = CN()
         C.set("device", "auto", "auto picks cuda, then mps, then cpu", check=Check(DEVICES, problem=device_problem))
-        C.set("max_iters", 600, "number of optimizer steps (None: until stopped, as minGPT's default)", nullable=True,
-              check=at_least(0))
+        C.set("max_iters", None, "number of optimizer steps (None: until stopped)", kind=int, check=at_least(0))
         C.set("batch_size", 64, "sequences per optimizer step, all processes and micro-steps together",
               check=at_least(1))
         C.set("num_workers", 4, "DataLoader worker processes for a torch Dataset of (x, y) pairs (datasets with batches "
@@ -68,43 +67,35 @@ class Trainer:
         C.set("optimizer", "adamw", "adamw: AdamW for every weight; muon: torch's Muon (momentum orthogonalised by "
               "Newton-Schulz) for the 2-D weights inside the blocks, AdamW for embeddings, head, norms and biases",
               choices=OPTIMIZERS)
-        C.set("learning_rate", 5e-4, "peak AdamW learning rate", check=above(0))
+        C.set("learning_rate", 3e-4, "peak AdamW learning rate", check=above(0))
         C.set("muon_lr", 0.02, "peak Muon learning rate (--trainer.optimizer=muon), scaled by the schedule as "
-              "learning_rate is", check=above(0))
+              "learning_rate is", check=above(0), used=lambda c: c.optimizer == "muon")
         C.set("betas", (0.9, 0.95), "AdamW betas", check=each(between(0, 1, high_open=True)))
         C.set("weight_decay", 0.1, "weight decay of Linear weights (AdamW's, and Muon's matrices')", check=at_least(0))
         C.set("grad_norm_clip", 1.0, "clip the gradient norm to this value (0: no clipping)", check=at_least(0))
-        C.set("lr_schedule", "cosine", "cosine: linear warm-up then cosine decay; wsd: linear warm-up, constant, "
-              "linear decay over the last decay_fraction; constant: the course's", choices=LR_SCHEDULES)
-        C.set("warmup_iters", 50, "warm-up steps of the cosine and wsd schedules", check=at_least(0))
+        C.set("lr_schedule", "constant", "cosine: linear warm-up then cosine decay; wsd: linear warm-up, constant, "
+              "linear decay over the last decay_fraction; constant: minGPT's and the course's", choices=LR_SCHEDULES)
+        C.set("warmup_iters", 0, "warm-up steps of the cosine and wsd schedules", check=at_least(0))
         C.set("lr_decay_iters", None, "steps at which cosine and wsd reach min_lr (None: max_iters; on resume: the "
               "saved run's; with max_iters None, no decay)", kind=int, check=at_least(1))
         C.set("decay_fraction", 0.2, "wsd: the last fraction of lr_decay_iters over which it decays linearly",
-              check=Check("in (0, 1]", lambda v: 0 < v <= 1))
+              check=Check("in (0, 1]", lambda v: 0 < v <= 1), used=lambda c: c.lr_schedule == "wsd")
         C.set("min_lr", 5e-5, "learning rate at the end of the cosine and wsd schedules", check=at_least(0))
-        C.set("dtype", "auto", "auto is bfloat16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX or "
-              "AVX512-BF16), else float32", choices=DTYPES)
-        C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end)",
-              check=at_least(0))
+        C.set("dtype", "float32", "auto is bfloat16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX "
+              "or AVX512-BF16), else float32", choices=DTYPES)
+        C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end), for "
+              "datasets with evaluation batches (get_eval_batch)", check=at_least(0))
         C.set("eval_iters", 20, "batches per split in each evaluation", check=at_least(1))
-        C.set("log_interval", 10, "print a log line every this many steps", check=at_least(1))
-        C.set("sample_interval", 200, "write a sample to samples.txt every this many steps and at the end "
-              "(0: never)", check=at_least(0))
-        C.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (0: only at the end)",
-              check=at_least(0))
-        C.set("resume", False, "continue the run in system.work_dir from its checkpoint")
         C.set("compile", False, "torch.compile the model for training and evaluation (nanoGPT's flag), compiled before "
               "the first step (compile_s apart from iter_ms); turns the attention probe off. On a 2-core CPU it takes "
               "30-65 s and pays only in long runs without dropout (docs/speedrun.md)")
-        C.set("target_val_loss", None, "stop at the first evaluation whose val loss is at or below this; the run "
-              "records the wall time, tokens and iterations to it", kind=float, check=above(0))
         C.rule(check_schedule)
         C.rule(check_compile, when=lambda c: c.compile)
         C.rule(check_batch_split)
         return C
 
     def __init__(self, config, model, train_dataset, processes=None, started=None):
-        """processes: this process's place among torchrun's (mingpt.lab.distributed.Processes; one process if None).
+        """processes: this process's place among torchrun's (mingpt.distributed.Processes; one process if None).
         Under torchrun the process group is joined here and left by processes.stop(). started: the
         time.perf_counter() that elapsed times count from (None: now)."""
         self.started = time.perf_counter() if started is None else started
@@ -124,10 +115,6 @@ class Trainer:
         self.processes.start(self.device)
         self.model = self.model.to(self.device)
         print("running on device", self.device)
-        if config.lr_schedule != "constant" and config.max_iters is not None and config.warmup_iters > config.max_iters:
-            print(f"warning: --trainer.warmup_iters={config.warmup_iters} is above --trainer.max_iters="
-                  f"{config.max_iters}: the learning rate never reaches its peak {config.learning_rate}",
-                  file=sys.stderr)
         bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and native_bf16(self.device_type))
         self.autocast_dtype = torch.bfloat16 if bf16 else None
         self.dtype_name = "bfloat16" if bf16 else "float32"
@@ -146,16 +133,15 @@ class Trainer:
         self.get_batch = getattr(train_dataset, "get_batch", None) or self._loader_batches(train_dataset)
         self.evaluates = hasattr(train_dataset, "get_eval_batch")
 
-        self.iter_num = 0
+        self.iter_num = 0  # minGPT's: in on_batch_end the index of the step just taken (from 0), after run() the count
+        self.iters_done = 0  # optimizer steps taken, in callbacks too: what checkpoints, logs and schedules count
         self.iter_time = time.time()  # minGPT's: when the last iteration ended (s), and how long it took
         self.iter_dt = 0.0
         self.loss = None  # the last step's loss, a tensor: its mean over the whole batch
         self.metrics = {}  # the last iteration's, by mingpt.lab.metrics name
         self.last_eval = None  # the last evaluation's, by mingpt.lab.metrics name; None when the iteration had none
-        self.logs = new_logs(self.device)  # the run's (mingpt.lab.metrics.LOG_LISTS), filled by the run's callback
-        self.stop_requested = False  # by Ctrl-C in any process, agreed on by all at the end of each step
-        self.interrupted = False  # by Ctrl-C in this process
-        self.target_reached = None  # {"iter", "tokens", "elapsed_s", "val"} of the evaluation that reached the target
+        self.interrupted = False  # asked to stop in this process (chargpt's Ctrl-C handler sets it)
+        self.stop_requested = False  # the loop ends after this iteration: a callback's wish, or any process's interrupt
         self.compile_s = self._compile() if config.compile else None
 
     def _compile(self):
@@ -183,9 +169,7 @@ class Trainer:
             why = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"torch.compile failed ({type(e).__name__}{': ' + why if why else ''}); run without "
                             f"--trainer.compile") from None
-        seconds = time.perf_counter() - t0
-        print(f"torch.compile: {seconds:.1f} s to compile the training and evaluation graphs")
-        return seconds
+        return time.perf_counter() - t0
 
     def _loader_batches(self, dataset):
         """get_batch over a DataLoader that samples (x, y) pairs with replacement, as minGPT's trainer does."""
@@ -243,7 +227,7 @@ class Trainer:
         process evaluates its share of every batch; the results are over all of them."""
         self.model.eval()
         gen = torch.Generator()
-        gen.manual_seed(self.iter_num)
+        gen.manual_seed(self.iters_done)
         sums = []  # per split: mean loss, nats, characters
         for split in ("train", "val"):
             # summed on the device, in float64 and in order, so that they are the sums that Python's floats would
@@ -271,7 +255,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "iter_num": self.iter_num,
+            "iter_num": self.iters_done,
             "torch_rng": torch.get_rng_state(),
             "batch_rng": self.batch_generator.get_state(),
             "elapsed_s": time.perf_counter() - self.started,  # a resumed run's clock goes on from here
@@ -287,45 +271,42 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for group, settings in zip(self.optimizer.param_groups, own):
             group.update(settings)
-        self.iter_num = state["iter_num"]
+        self.iter_num = self.iters_done = state["iter_num"]
         torch.set_rng_state(state["torch_rng"])
         self.batch_generator.set_state(state["batch_rng"])
         self.started -= state.get("elapsed_s", 0.0)
         if "cuda_rng" in state and self.device_type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.processes.rank:  # the checkpoint holds rank 0's dropout RNG; the others draw fresh masks
-            torch.manual_seed(self.seed + self.processes.rank + self.processes.world_size * self.iter_num)
-
-    def _report(self, bar, text):
-        if bar is not None:
-            bar.write(text)
-        else:
-            print(text, flush=True)
-
-    @contextlib.contextmanager
-    def _stop_on_interrupt(self):
-        """While the loop runs, Ctrl-C (SIGINT) asks it to stop when the current iteration ends, so that what is
-        saved then is a whole step; a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
-            yield
-            return
-
-        def handler(signum, frame):
-            if self.interrupted:
-                raise KeyboardInterrupt
-            self.interrupted = True
-            print("interrupt: stopping after this iteration (Ctrl-C again to stop at once)", file=sys.stderr)
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            torch.manual_seed(self.seed + self.processes.rank + self.processes.world_size * self.iters_done)
 
     def run(self):
-        """Train until max_iters, or until the end of the iteration during which Ctrl-C came (then
-        stop_requested is True, and the caller saves what it needs)."""
-        with self._stop_on_interrupt():
-            self._loop()
+        """Train until max_iters, or until a callback (or an interrupt in any process) sets stop_requested: each
+        iteration takes a step, evaluates when due (last_eval), and calls the on_batch_end callbacks."""
+        model, config = self.model, self.config
+        model.train()
+        while config.max_iters is None or self.iters_done < config.max_iters:
+            t0 = time.perf_counter()
+            lr = self.lr_at(self.iters_done)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1)
+            x, y = self.get_batch("train", config.batch_size, self.batch_generator)  # (B, T)
+            loss = self.step(x, y)
+            iter_dt = time.perf_counter() - t0
+            self.iters_done += 1
+            self.iter_time, self.iter_dt = time.time(), iter_dt
+            self.metrics = {"iter": self.iters_done, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
+                            "tokens_per_s": x.numel() / iter_dt}
+            self.trigger_callbacks("on_step_end")  # where the lab adds what it measured during the step
+            self.last_eval = None
+            if self.evaluates and ((config.eval_interval and self.iters_done % config.eval_interval == 0)
+                                   or self.iters_done == config.max_iters):
+                self.evaluate()
+                self.last_eval["elapsed_s"] = time.perf_counter() - self.started
+            self.trigger_callbacks("on_batch_end")
+            self.iter_num = self.iters_done
+            if self.stop_requested:
+                break
 
     def step(self, x, y):
         """One optimizer step on the global batch x, y (B, T): forward and backward over this process's
@@ -352,52 +333,3 @@ class Trainer:
         self.stop_requested = stops > 0
         self.loss = torch.tensor(loss / self.processes.world_size)
         return loss / self.processes.world_size
-
-    def _loop(self):
-        model, config = self.model, self.config
-        model.train()
-        # a live bar on a terminal; plain log lines in CI logs and pipes
-        bar = tqdm(total=config.max_iters, initial=self.iter_num, dynamic_ncols=True) if sys.stderr.isatty() \
-            else None
-        val = "-"
-        while config.max_iters is None or self.iter_num < config.max_iters:
-            t0 = time.perf_counter()
-            lr = self.lr_at(self.iter_num)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1)
-            x, y = self.get_batch("train", config.batch_size, self.batch_generator)  # (B, T)
-            loss = self.step(x, y)
-            iter_dt = time.perf_counter() - t0
-            self.iter_num += 1
-            self.iter_time, self.iter_dt = time.time(), iter_dt
-            tokens_per_iter = x.numel()
-
-            self.metrics = {"iter": self.iter_num, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
-                            "tokens_per_s": tokens_per_iter / iter_dt}
-            self.trigger_callbacks("on_step_end")  # where the lab adds what it measured during the step
-            if self.iter_num % config.log_interval == 0 or self.iter_num == config.max_iters:
-                attn_ms, attn_mib = self.metrics.get("attention_ms"), self.metrics.get("attention_mib")
-                attn = f"; attn {attn_ms:.2f}ms, {attn_mib:.2f}MiB" if attn_ms is not None else ""
-                self._report(bar, f"iter {self.iter_num}: loss {loss:.4f}, lr {lr:.2e}, "
-                                  f"{iter_dt * 1000:.0f}ms/iter, {tokens_per_iter / iter_dt:.0f} tok/s{attn}")
-            self.last_eval = None
-            if self.evaluates and ((config.eval_interval and self.iter_num % config.eval_interval == 0)
-                                   or self.iter_num == config.max_iters):
-                ev = self.evaluate()
-                ev["elapsed_s"] = time.perf_counter() - self.started
-                self._report(bar, f"iter {self.iter_num}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}, "
-                                  f"val {ev['val_bpc']:.4f} bits/char")
-                if config.target_val_loss is not None and ev["val"] <= config.target_val_loss:
-                    self.target_reached = {"iter": self.iter_num, "tokens": self.iter_num * tokens_per_iter,
-                                           "elapsed_s": ev["elapsed_s"], "val": ev["val"]}
-            if bar is not None:
-                if self.last_eval:
-                    val = f"{self.last_eval['val']:.4f}"
-                bar.set_postfix({"loss": f"{loss:.4f}", "val": val, "tok/s": f"{tokens_per_iter / iter_dt:.0f}"},
-                                refresh=False)
-                bar.update(1)
-            self.trigger_callbacks("on_batch_end")
-            if self.stop_requested or self.target_reached:
-                break
-        if bar is not None:
-            bar.close()

@@ -16,9 +16,9 @@ import argparse
 import sys
 
 from mingpt.lab.attention_maps import draw_run
-from mingpt.lab.errors import fail
+from mingpt.errors import fail
 from mingpt.lab.settings import get_config
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 def main():

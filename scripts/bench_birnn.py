@@ -10,11 +10,11 @@ import argparse
 import torch
 
 from mingpt.lab.bench import best_device, time_ms
-from mingpt.lab.errors import check_script_args
+from mingpt.errors import check_script_args
 from mingpt.lab.files import machine_info
 from mingpt.lab.settings import build_model
 from mingpt.model import GPT
-from mingpt.utils import at_least
+from mingpt.config import at_least
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
 

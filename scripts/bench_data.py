@@ -25,9 +25,9 @@ import time
 
 from mingpt.data.tokenizer import TOKENIZERS
 from mingpt.lab.bench import run_measured
-from mingpt.lab.errors import check_script_args, fail
+from mingpt.errors import check_script_args, fail
 from mingpt.lab.files import machine_info, save_json
-from mingpt.utils import at_least
+from mingpt.config import at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")

@@ -20,9 +20,9 @@ import argparse
 import torch
 
 from mingpt.lab.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
-from mingpt.lab.errors import check_script_args
+from mingpt.errors import check_script_args
 from mingpt.lab.files import machine_info, write_csv
-from mingpt.utils import Check, at_least
+from mingpt.config import Check, at_least
 
 
 def main():

@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from mingpt.lab.errors import check_script_args, fail
+from mingpt.errors import check_script_args, fail
 from mingpt.lab.files import machine_info
-from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.probes import AttentionProbe
 from mingpt.lab.settings import build_model, config_from_flags
 from mingpt.trainer import Trainer
-from mingpt.utils import at_least
+from mingpt.config import at_least
 
 VOCAB_SIZE = 65  # tiny-shakespeare's characters; the tokens are random, only the shapes matter
 

@@ -36,11 +36,11 @@ import time
 import torch
 
 from mingpt.lab.bench import matmul_peak_flops, run_measured
-from mingpt.lab.errors import check_script_args, fail
+from mingpt.errors import check_script_args, fail
 from mingpt.lab.files import machine_info
 from mingpt.lab.settings import config_from_flags
 from mingpt.model import GPT
-from mingpt.utils import at_least
+from mingpt.config import at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")

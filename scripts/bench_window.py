@@ -14,9 +14,9 @@ The measurement itself is mingpt.lab.bench.window_attention_cost, which the wind
 import argparse
 
 from mingpt.lab.bench import best_device, window_attention_cost
-from mingpt.lab.errors import check_script_args
+from mingpt.errors import check_script_args
 from mingpt.lab.files import machine_info, write_csv
-from mingpt.utils import at_least
+from mingpt.config import at_least
 
 
 def main():

@@ -38,7 +38,7 @@ import torch
 from mingpt.attention import banded_attention, naive_attention
 from mingpt.lab.bench import attention_step, gpt_mini, peak_memory_bytes
 from mingpt.lab.files import machine_info, save_json
-from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.probes import AttentionProbe
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample
 from mingpt.lab.settings import get_config

@@ -13,9 +13,9 @@ is refused with one line naming the flags to train with, exit status 2.
 
 import argparse
 
-from mingpt.lab.errors import fail
+from mingpt.errors import fail
 from mingpt.lab.export import export
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 def main():

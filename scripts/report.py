@@ -20,11 +20,12 @@ import sys
 
 from PIL import Image
 
-from mingpt.lab.errors import fail
+from mingpt.errors import fail
 from mingpt.lab.files import check_writable_folder, save_text
 from mingpt.lab.records import DamagedRecord, changed_since, git, read_record
 from mingpt.lab.study_report import samples_table, section
-from mingpt.utils import UserError, atomic_open
+from mingpt.errors import UserError
+from mingpt.utils import atomic_open
 
 SCALE_ORDER = ("quick", "cpu", "full")
 SUMMARY_START = "<!-- study summary: built by scripts/report.py from results/ -->"

@@ -56,12 +56,12 @@ import torch
 
 from mingpt.data.dataset import CharDataset
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config
-from mingpt.lab.errors import check_script_args, fail
+from mingpt.errors import check_script_args, fail
 from mingpt.lab.files import machine_info, save_json, write_csv
 from mingpt.lab.settings import build_model, config_from_flags
 from mingpt.lab.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread, \
     timed_run
-from mingpt.utils import at_least
+from mingpt.config import at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")

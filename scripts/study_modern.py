@@ -24,10 +24,11 @@ cpu scale: `--max-minutes 90` runs it in chunks.
 
 import os
 
-from mingpt.lab.errors import check_script_args, fail
+from mingpt.errors import check_script_args, fail
 from mingpt.lab.settings import config_from_flags, read_recipe
 from mingpt.lab.study import SCALES, Study, TrainingRun, study_args
-from mingpt.utils import UserError, at_least
+from mingpt.config import at_least
+from mingpt.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "speedrun-10min.txt")

@@ -18,11 +18,11 @@ from PIL import Image
 from helpers import ROOT, assert_one_line_error, checkout_env, model_config, tiny_config, wandb_runs
 from mingpt.data.tokenizer import CharTokenizer
 from mingpt.lab.attention_maps import attention_maps, plot_attention_maps
-from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.probes import AttentionProbe
 from mingpt.lab.run import train
 from mingpt.model import GPT
 from mingpt.rnn import RNNLM
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 TOKENIZER = CharTokenizer(list("abcdefghijk"))  # model_config's 11 tokens
 PROMPT = "".join(TOKENIZER.tokens[i] for i in torch.randint(11, (40,), generator=torch.Generator().manual_seed(1)))

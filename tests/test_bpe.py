@@ -19,7 +19,7 @@ from transformers import GPT2Tokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode as reference_bytes_to_unicode
 
 from mingpt.bpe import GPT2_URL, BPETokenizer, Encoder, bytes_to_unicode, get_encoder
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 VOCAB_SIZE = 600
 SENTENCES = [

@@ -15,7 +15,7 @@ import torch
 from helpers import ROOT, assert_one_line_error, run_cli, tiny_config
 from mingpt.lab.checkpoint import load_checkpoint
 from mingpt.lab.run import train
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 @pytest.fixture(scope="module")

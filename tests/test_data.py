@@ -8,7 +8,7 @@ import torch
 from helpers import made_up_text
 from mingpt.data.corpus import read_text
 from mingpt.data.dataset import CharDataset
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 # -----------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import torch
 
 from helpers import ROOT, assert_one_line_error, made_up_text, run_cli
 from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.distributed import Processes, micro_batch_size
-from mingpt.utils import UserError
+from mingpt.distributed import Processes, micro_batch_size
+from mingpt.errors import UserError
 
 TINY = ["--system.wandb=disabled", "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4",
         "--model.n_kv_head=2", "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.eval_iters=2",

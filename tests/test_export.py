@@ -20,7 +20,7 @@ from mingpt.lab.export import WORD_PIECES_ONIGURUMA, export
 from mingpt.lab.files import save_torch
 from mingpt.lab.run import saved_tokenizer, train
 from mingpt.lab.settings import build_model, get_config
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 transformers = pytest.importorskip("transformers")
 

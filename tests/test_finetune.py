@@ -20,7 +20,7 @@ from mingpt.lab.export import export
 from mingpt.lab.run import train
 from mingpt.lab.settings import build_model, get_config
 from mingpt.model import GPT
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 TEXT = made_up_text(20000) + "ROMEO: what, ho! Café naïve 🙂 don't we'll\n" * 30
 N_POSITIONS = 32

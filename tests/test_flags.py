@@ -5,7 +5,8 @@ import pytest
 from helpers import model_config, run_cli
 from mingpt.lab.settings import get_config
 from mingpt.model import GPT
-from mingpt.utils import CfgNode, UserError, parse_value
+from mingpt.config import CfgNode, parse_value
+from mingpt.errors import UserError
 
 
 # -----------------------------------------------------------------------------

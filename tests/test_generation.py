@@ -6,7 +6,7 @@ import torch
 
 from helpers import DEVICES, full_forward_greedy_matches, model_config
 from mingpt.model import GPT
-from mingpt.utils import sample_next
+from mingpt.sampling import sample_next
 
 
 # -----------------------------------------------------------------------------

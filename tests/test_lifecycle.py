@@ -17,9 +17,9 @@ import torch
 from helpers import ROOT, made_up_text, run_cli, tiny_config, wandb_runs
 from mingpt.attention import naive_attention
 from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.measure import profile_peak_memory
+from mingpt.lab.probes import profile_peak_memory
 from mingpt.lab.run import train
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 TINY = ["--system.wandb=disabled", "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4",
         "--model.n_kv_head=2", "--model.n_embd=32", "--trainer.batch_size=8", "--trainer.eval_iters=2",

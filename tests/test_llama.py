@@ -9,9 +9,9 @@ from helpers import model_config, tiny_config
 from mingpt.lab.checkpoint import saved_model_config
 from mingpt.lab.run import train
 from mingpt.lab.settings import get_config, help_text
-from mingpt.lab.model_settings import mlp_hidden_size
+from mingpt.model_config import mlp_hidden_size
 from mingpt.model import GPT, RMSNorm, SwiGLU
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 # -----------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from helpers import assert_one_line_error, run_cli
 from mingpt.lab.settings import get_config
 from mingpt.model import GPT
 from mingpt.trainer import Trainer
-from mingpt.utils import CfgNode as CN, UserError, set_seed, setup_logging
+from mingpt.config import CfgNode as CN
+from mingpt.errors import UserError
+from mingpt.utils import set_seed, setup_logging
 
 # minGPT's presets: (n_layer, n_head, n_embd), the sizes of its model.py
 PRESETS = {"openai-gpt": (12, 12, 768), "gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024),
@@ -160,7 +162,7 @@ def test_a_dataset_driven_trainer_learns_minGPTs_sort_task():
     seen = []
     trainer.set_callback("on_batch_end", lambda t: seen.append((t.iter_num, t.iter_dt, t.loss.item())))
     trainer.run()
-    assert [s[0] for s in seen] == list(range(1, 501)) and all(dt > 0 for _, dt, _ in seen)
+    assert [s[0] for s in seen] == list(range(500)) and all(dt > 0 for _, dt, _ in seen)  # minGPT's: from 0
     assert seen[-1][2] < 0.3 * seen[0][2]
     model.eval()
     test = SortDataset("test")
@@ -185,7 +187,7 @@ def test_the_step_loss_is_the_whole_batch_and_ignores_minus_one_targets():
 
 
 def test_max_iters_none_trains_until_stopped_at_the_peak_rate():
-    trainer, _ = sort_trainer(max_iters=None, warmup_iters=3)
+    trainer, _ = sort_trainer(max_iters=None, warmup_iters=3, lr_schedule="cosine")
 
     class Enough(Exception):
         pass
@@ -196,8 +198,31 @@ def test_max_iters_none_trains_until_stopped_at_the_peak_rate():
     trainer.set_callback("on_batch_end", stop_at_12)
     with pytest.raises(Enough):
         trainer.run()
-    assert trainer.iter_num == 12
+    assert trainer.iter_num == 12 and trainer.iters_done == 13  # minGPT's index of the step, and the steps taken
     assert [trainer.lr_at(i) for i in (0, 2, 3, 10_000)] == pytest.approx([5e-4 / 3, 5e-4, 5e-4, 5e-4])
+
+
+def test_the_trainers_defaults_are_minGPTs():
+    """minGPT's trainer/get_default_config, value for value (karpathy/minGPT mingpt/trainer.py); what this trainer
+    adds is off: a constant rate, fp32, no compile, no accumulation."""
+    C = Trainer.get_default_config()
+    minGPT = dict(device="auto", num_workers=4, max_iters=None, batch_size=64, learning_rate=3e-4, betas=(0.9, 0.95),
+                  weight_decay=0.1, grad_norm_clip=1.0)
+    assert {key: getattr(C, key) for key in minGPT} == minGPT
+    assert (C.lr_schedule, C.dtype, C.compile, C.grad_accum_steps, C.optimizer) == \
+        ("constant", "float32", False, 1, "adamw")
+
+
+def test_a_minGPT_project_sees_iter_num_from_0_and_only_minGPTs_line(capsys):
+    """projects/adder evaluates `if trainer.iter_num % 500 == 0`: with 501 steps that is twice, at 0 and at 500 (here
+    % 10 in 11 steps). The trainer prints minGPT's device line and nothing else."""
+    trainer, _ = sort_trainer(max_iters=11)
+    assert capsys.readouterr().out == "running on device cpu\n"
+    scored = []
+    trainer.set_callback("on_batch_end", lambda t: scored.append(t.iter_num) if t.iter_num % 10 == 0 else None)
+    trainer.run()
+    assert scored == [0, 10] and trainer.iter_num == 11
+    assert capsys.readouterr().out == ""
 
 
 def test_callbacks_add_set_and_trigger():

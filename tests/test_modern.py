@@ -23,7 +23,7 @@ from mingpt.lab.files import save_torch
 from mingpt.lab.run import train
 from mingpt.lab.settings import config_from_flags, get_config, read_recipe
 from mingpt.model import GPT
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 def built(**settings):

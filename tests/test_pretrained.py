@@ -18,7 +18,7 @@ from mingpt.lab.files import save_torch
 from mingpt.lab.pretrained import load_pretrained
 from mingpt.lab.settings import build_model, get_config
 from mingpt.model import GPT
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,7 +8,7 @@ import torch
 
 from helpers import full_forward_greedy_matches, model_config, run_cli, tiny_config
 from mingpt.lab.checkpoint import load_state_into
-from mingpt.lab.measure import AttentionProbe
+from mingpt.lab.probes import AttentionProbe
 from mingpt.lab.run import train
 from mingpt.lab.settings import build_model
 from mingpt.rnn import ElmanRNN

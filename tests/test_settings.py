@@ -4,7 +4,6 @@ with one line naming the flag, before anything is written. The cases are the iss
 plus one of each class the declarations cover.
 """
 
-import os
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 from helpers import assert_one_line_error, run_cli, run_cli_bound_by_permissions, tiny_config
 from mingpt.lab.run import train
 from mingpt.lab.settings import get_config, help_text
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 BAD_VALUES = [  # (flags, words the one-line error must contain)
     # the issue's examples

@@ -26,7 +26,7 @@ from mingpt.data.token_cache import load
 from mingpt.data.tokenizer import WORD_PIECES
 from mingpt.lab.run import train
 from mingpt.lab.settings import get_config
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 TEXT = made_up_text(30000) + "Ünïcödé: 日本語 😀👍🏽, ROMEO!\n" * 40 + "  tail\twhite   space \n\n"
 

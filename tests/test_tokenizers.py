@@ -18,7 +18,7 @@ from mingpt.data.tokenizer import BPETokenizer, CharTokenizer, UNK, WordTokenize
 from mingpt.lab.checkpoint import load_checkpoint
 from mingpt.lab.run import train
 from mingpt.lab.settings import get_config
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 UNICODE = ["Héllo wörld!\n", "日本語のテキスト", "emoji 😀👍🏽 and\tTabs\r\n", "combining é (e + \u0301)",
            "Ελληνικά, русский, עברית", "  leading and trailing  ", "\x00\x7f control", "a" * 300]

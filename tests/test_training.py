@@ -15,7 +15,8 @@ from mingpt.lab.files import save_json
 from mingpt.lab.run import train
 from mingpt.lab.sampling import sample
 from mingpt.model import GPT
-from mingpt.utils import UserError, atomic_open
+from mingpt.errors import UserError
+from mingpt.utils import atomic_open
 
 
 # -----------------------------------------------------------------------------

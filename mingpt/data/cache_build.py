@@ -15,8 +15,8 @@ import numpy as np
 from mingpt.data.cache_entry import Entry, FORMAT_VERSION, MANIFEST_FILE, Stale, TOKENIZER_FILE, tokenizer_sha256
 from mingpt.data.encode import Counts, Progress, SPLITS, encoded, prepare
 from mingpt.data.tokenizer import TRAINED, id_dtype
-from mingpt.lab.distributed import Processes
-from mingpt.utils import UserError
+from mingpt.distributed import Processes
+from mingpt.errors import UserError
 
 
 def pid_alive(pid):

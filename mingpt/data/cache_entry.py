@@ -11,7 +11,7 @@ import numpy as np
 
 from mingpt.data.encode import SPLITS
 from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"

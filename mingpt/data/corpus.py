@@ -10,8 +10,8 @@ import codecs
 import os
 import urllib.request
 
-from mingpt.lab.files import save_text
-from mingpt.utils import UserError
+from mingpt.utils import atomic_open
+from mingpt.errors import UserError
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 CHUNK_BYTES = 4 << 20
@@ -21,7 +21,9 @@ SEPARATOR = "\n\n"  # between the files of a folder
 def download(path, url, timeout):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
-            save_text(r.read().decode("utf-8"), path)
+            text = r.read().decode("utf-8")
+        with atomic_open(path) as f:
+            f.write(text)
         print(f"downloaded tiny-shakespeare to {path}")
     except (OSError, ValueError) as e:
         raise UserError(f"data file {os.path.abspath(path)} not found and the download failed ({e}); "

@@ -15,7 +15,8 @@ from mingpt.data.corpus import Corpus, TextCorpus
 from mingpt.data.encode import TokensInMemory
 from mingpt.data.token_cache import load as load_tokens
 from mingpt.data.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, TRAINED
-from mingpt.utils import CfgNode as CN, Check, NOT_EMPTY, UserError, at_least
+from mingpt.config import CfgNode as CN, Check, NOT_EMPTY, at_least
+from mingpt.errors import UserError
 
 
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from mingpt.data.corpus import split_chunks
 from mingpt.data.tokenizer import PIECE_CHARS, cut_pieces, train_tokenizer
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 SPLITS = ("train", "val")
 CODE_POINTS = 0x110000

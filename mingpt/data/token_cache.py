@@ -26,8 +26,8 @@ import time
 
 from mingpt.data.cache_build import build, remove_dead_builds
 from mingpt.data.cache_entry import Entry, FORMAT_VERSION, Stale, tokenizer_sha256
-from mingpt.lab.distributed import Processes
-from mingpt.utils import UserError
+from mingpt.distributed import Processes
+from mingpt.errors import UserError
 
 WAIT_POLL_S = 0.2
 

@@ -28,7 +28,7 @@ from collections import Counter
 import numpy as np
 
 from mingpt.bpe import bytes_to_unicode, get_encoder
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 TOKENIZERS = ("char", "word", "bpe", "gpt2")
 TRAINED = ("word", "bpe")  # the kinds whose vocabulary is learnt from the training split

@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention
-from mingpt.lab.measure import native_bf16, pick_device, profile_peak_memory
+from mingpt.device import native_bf16, pick_device
+from mingpt.lab.probes import profile_peak_memory
 from mingpt.model import GPT
 
 

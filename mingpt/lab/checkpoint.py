@@ -13,7 +13,7 @@ from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
 from mingpt.lab.metrics import LOG_LISTS
 from mingpt.lab.settings import build_model
 from mingpt.model import GPT
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 MODEL_FILE_KEYS = {"model": dict, "model_config": dict, "vocab": list}
 RESUME_KEYS = {"optimizer": dict, "iter_num": int, "torch_rng": torch.Tensor, "batch_rng": torch.Tensor,

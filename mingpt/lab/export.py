@@ -27,9 +27,9 @@ import torch
 from mingpt.data.tokenizer import UNK
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
 from mingpt.lab.files import check_writable_folder
-from mingpt.lab.model_settings import LLAMA, is_recurrent, kv_heads, mlp_hidden_size, position_embedding
+from mingpt.model_config import LLAMA, is_recurrent, kv_heads, mlp_hidden_size, position_embedding
 from mingpt.model import GPT
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 def unexportable(config):

@@ -12,7 +12,8 @@ import tempfile
 
 import torch
 
-from mingpt.utils import TEMP_SUFFIX, UserError, atomic_open
+from mingpt.errors import UserError
+from mingpt.utils import TEMP_SUFFIX, atomic_open
 
 
 def remove_stale_temporaries(directory):

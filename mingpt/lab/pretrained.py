@@ -20,7 +20,7 @@ from mingpt.bpe import FILE_NAMES
 from mingpt.data.tokenizer import GPT2Tokenizer
 from mingpt.lab.export import HF_NAMES
 from mingpt.model import GPT, RotaryPositionalEmbeddings
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # the two names transformers has for our tanh-approximated GELU

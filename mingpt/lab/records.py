@@ -33,7 +33,7 @@ import time
 import torch
 
 from mingpt.lab.files import cpu_model, save_json
-from mingpt.lab.measure import native_bf16
+from mingpt.device import native_bf16
 
 FORMAT = 1
 RECORD_KEYS = ("format", "kind", "label", "command", "key", "flags", "commit", "dirty", "date", "machine", "torch",

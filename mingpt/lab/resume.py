@@ -7,8 +7,8 @@ optimizer settings may change, and apply from the resume point on.
 from typing import NamedTuple
 
 from mingpt.lab.checkpoint import load_state_into, saved_model_config
-from mingpt.lab.model_settings import kv_heads
-from mingpt.utils import UserError
+from mingpt.model_config import kv_heads
+from mingpt.errors import UserError
 
 OPTIMIZER_SETTINGS = ("learning_rate", "muon_lr", "betas", "weight_decay", "grad_norm_clip", "lr_schedule",
                       "warmup_iters", "lr_decay_iters", "decay_fraction", "min_lr", "batch_size")
@@ -65,7 +65,7 @@ def restore(trainer, resume):
 
 def describe_schedule(trainer):
     C = trainer.config
-    start, end = trainer.iter_num, C.max_iters
+    start, end = trainer.iters_done, C.max_iters
     if C.lr_schedule == "constant" or end is None:
         return f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}"
     return (f"learning rate {trainer.lr_at(start):.2e} at iteration {start + 1}, {trainer.lr_at(end - 1):.2e} at "
@@ -76,7 +76,7 @@ def describe_schedule(trainer):
 def announce(trainer, resume, work_dir):
     """Say where the run in work_dir goes on from and what this command changes, and record it in the logs'
     resumes."""
-    at = trainer.iter_num
+    at = trainer.iters_done
     print(f"resuming {work_dir} from iteration {at}: {describe_schedule(trainer)}")
     for key, (old, new) in resume.changed.items():
         print(f"--trainer.{key} changed from {old} to {new}: applies from iteration {at + 1} on")

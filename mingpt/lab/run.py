@@ -34,17 +34,20 @@ from mingpt.lab.attention_maps import attention_maps, plot_attention_maps
 from mingpt.lab.bench import matmul_peak_flops
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
 from mingpt.lab.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
-from mingpt.lab.distributed import Processes
+from mingpt.distributed import Processes
 from mingpt.lab.files import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
     save_json, save_text, save_torch
-from mingpt.lab.measure import AttentionProbe
-from mingpt.lab.metrics import EVALUATION, ITERATION, KEY, of
+from mingpt.lab.probes import AttentionProbe
+from mingpt.lab.console import Console, stop_on_interrupt
+from mingpt.lab.metrics import EVALUATION, ITERATION, KEY, new_logs, of
 from mingpt.lab.pretrained import fine_tune, pretrained_state
 from mingpt.lab.resume import Resume, announce, reconcile_resume, restore
 from mingpt.lab.sampling import check_prompt, sample_tokens
 from mingpt.lab.settings import build_model, set_threads
 from mingpt.trainer import Trainer
-from mingpt.utils import CfgNode as CN, UserError, set_seed
+from mingpt.config import CfgNode as CN
+from mingpt.errors import UserError
+from mingpt.utils import set_seed
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -89,12 +92,13 @@ def resolved_config(config, model, trainer):
 class RunFiles:
     """What a training run writes to system.work_dir and sends to wandb, from the trainer's callback."""
 
-    def __init__(self, config, trainer):
+    def __init__(self, config, trainer, target=None):
         self.config, self.trainer, self.model, self.logs = config, trainer, trainer.model, trainer.logs
+        self.target = target  # the run's Target, whose reaching the logs record
         self.tokenizer = trainer.train_dataset.vocab
         self.dir = config.system.work_dir
         self.ckpt_path = os.path.join(self.dir, "ckpt.pt")
-        self.saved_iter = trainer.iter_num if config.trainer.resume else None
+        self.saved_iter = trainer.iters_done if config.trainer.resume else None
         self.logger = None
         self.flops_per_iter = self.peak_flops = None
 
@@ -132,10 +136,10 @@ class RunFiles:
 
     def save_checkpoint(self):
         trainer, config = self.trainer, self.config
-        model = model_file(self.model, config, self.tokenizer, trainer.iter_num)
+        model = model_file(self.model, config, self.tokenizer, trainer.iters_done)
         save_torch(model, os.path.join(self.dir, "model.pt"))
         save_torch({**model, **trainer.state_dict(), "config": config.to_dict(), "logs": self.logs}, self.ckpt_path)
-        self.saved_iter = trainer.iter_num
+        self.saved_iter = trainer.iters_done
 
     def save_logs(self):
         save_json({k: v for k, v in self.logs.items() if k != "samples"}, os.path.join(self.dir, "train_logs.json"))
@@ -149,20 +153,20 @@ class RunFiles:
         t0 = time.perf_counter()
         text = config.sample.prompt + "".join(
             sample_tokens(self.model, self.tokenizer, config.sample, trainer.device,
-                          config.system.seed + trainer.iter_num))
+                          config.system.seed + trainer.iters_done))
         seconds = time.perf_counter() - t0
         print(text)
-        self.logs["samples"].append({"iter": trainer.iter_num, "text": text})
+        self.logs["samples"].append({"iter": trainer.iters_done, "text": text})
         self.save_samples()
-        self.logger.log_sample(trainer.iter_num, text)
+        self.logger.log_sample(trainer.iters_done, text)
         self.logger.log({KEY["kv_cache_bytes"]: self.model.kv_cache_bytes() if config.sample.use_cache else 0,
-                         KEY["gen_tokens_per_s"]: config.sample.max_new_tokens / seconds}, trainer.iter_num)
+                         KEY["gen_tokens_per_s"]: config.sample.max_new_tokens / seconds}, trainer.iters_done)
 
     def log_attention_maps(self):
         """The attention maps of the sample prompt to wandb, as one image per logging step."""
         maps = attention_maps(self.model, self.tokenizer, self.config.sample.prompt)
-        figure = plot_attention_maps(maps, title=f"--sample.prompt at iteration {self.trainer.iter_num}")
-        self.logger.log_figure(KEY["attention_maps"], figure, self.trainer.iter_num)
+        figure = plot_attention_maps(maps, title=f"--sample.prompt at iteration {self.trainer.iters_done}")
+        self.logger.log_figure(KEY["attention_maps"], figure, self.trainer.iters_done)
 
     def on_batch_end(self, trainer):
         """Record the iteration's metrics (and the evaluation's, when it had one) in the logs and in wandb; write
@@ -177,23 +181,23 @@ class RunFiles:
             metrics[KEY["mfu"]] = self.flops_per_iter / (trainer.metrics["iter_ms"] / 1000) / self.peak_flops
         if trainer.last_eval:
             for metric in of(EVALUATION):
-                logs[metric.log].append([trainer.iter_num, trainer.last_eval[metric.name]])
+                logs[metric.log].append([trainer.iters_done, trainer.last_eval[metric.name]])
                 metrics[metric.key] = trainer.last_eval[metric.name]
-        self.logger.log(metrics, trainer.iter_num)
-        reached = trainer.target_reached  # set by this iteration's evaluation: the loop stops after it
+        self.logger.log(metrics, trainer.iters_done)
+        reached = self.target and self.target.reached_now  # this iteration's evaluation: the loop stops after it
         if reached:
             logs["target"].update(iter=reached["iter"], tokens=reached["tokens"], wall_s=reached["elapsed_s"])
             self.logger.summarize({KEY["target_iter"]: reached["iter"], KEY["target_tokens"]: reached["tokens"],
                                    KEY["target_wall_s"]: reached["elapsed_s"]})
-        done = trainer.iter_num == C.max_iters
-        if C.sample_interval and (trainer.iter_num % C.sample_interval == 0 or done):
+        done = trainer.iters_done == C.max_iters
+        if C.sample_interval and (trainer.iters_done % C.sample_interval == 0 or done):
             self.write_sample()
         maps = C.attention_maps_interval
-        if maps and self.logger.run and (trainer.iter_num % maps == 0 or done):
+        if maps and self.logger.run and (trainer.iters_done % maps == 0 or done):
             self.log_attention_maps()
-        if done or (C.checkpoint_interval and trainer.iter_num % C.checkpoint_interval == 0):
+        if done or (C.checkpoint_interval and trainer.iters_done % C.checkpoint_interval == 0):
             self.save_checkpoint()
-        if done or trainer.last_eval or trainer.iter_num % C.log_interval == 0:
+        if done or trainer.last_eval or trainer.iters_done % C.log_interval == 0:
             self.save_logs()
 
 
@@ -208,15 +212,32 @@ class Run(NamedTuple):
     callbacks: tuple = ()  # (event, function) pairs added after the run's own
 
 
-def target_line(trainer, target):
-    """The last line of a run with --trainer.target_val_loss: where it reached the target, or that it did not."""
-    reached = trainer.target_reached
-    if reached is None:
-        vals = [v for _, v in trainer.logs["val_losses"]]
-        best = f"; best val loss {min(vals):.4f}" if vals else ""
-        return f"--trainer.target_val_loss={target}: not reached in {trainer.iter_num} iterations{best}"
-    return (f"--trainer.target_val_loss={target}: reached at iteration {reached['iter']} (val loss "
-            f"{reached['val']:.4f}) after {reached['tokens']:,} tokens and {reached['elapsed_s']:.1f} s")
+class Target:
+    """--trainer.target_val_loss: an on_batch_end callback, on every process (their evaluations agree), that stops
+    the loop after the first evaluation at or below the target and keeps where it was reached."""
+
+    def __init__(self, val_loss):
+        self.val_loss = val_loss
+        self.reached = None  # {"iter", "tokens", "elapsed_s", "val"} of that evaluation
+        self.reached_now = None  # the same, in the iteration that reached it
+
+    def on_batch_end(self, trainer):
+        ev, self.reached_now = trainer.last_eval, None
+        if ev and self.reached is None and ev["val"] <= self.val_loss:
+            tokens = trainer.iters_done * trainer.config.batch_size * trainer.train_dataset.get_block_size()
+            self.reached = self.reached_now = {"iter": trainer.iters_done, "tokens": tokens,
+                                               "elapsed_s": ev["elapsed_s"], "val": ev["val"]}
+            trainer.stop_requested = True
+
+    def line(self, trainer):
+        """The last line of the run: where it reached the target, or that it did not."""
+        reached = self.reached
+        if reached is None:
+            vals = [v for _, v in trainer.logs["val_losses"]]
+            best = f"; best val loss {min(vals):.4f}" if vals else ""
+            return f"--trainer.target_val_loss={self.val_loss}: not reached in {trainer.iters_done} iterations{best}"
+        return (f"--trainer.target_val_loss={self.val_loss}: reached at iteration {reached['iter']} (val loss "
+                f"{reached['val']:.4f}) after {reached['tokens']:,} tokens and {reached['elapsed_s']:.1f} s")
 
 
 def train(config, callbacks=()):
@@ -229,6 +250,10 @@ def train(config, callbacks=()):
     if ignored:
         print(f"warning: --model.model_type={config.model.model_type} does not use {', '.join(ignored)}; ignoring "
               f"{'it' if len(ignored) == 1 else 'them'}", file=sys.stderr)
+    C = config.trainer
+    if C.lr_schedule != "constant" and C.max_iters is not None and C.warmup_iters > C.max_iters:
+        print(f"warning: --trainer.warmup_iters={C.warmup_iters} is above --trainer.max_iters={C.max_iters}: the "
+              f"learning rate never reaches its peak {C.learning_rate}", file=sys.stderr)
     work_dir = config.system.work_dir
     check_writable_folder(work_dir, "--system.work_dir")
     check_temporary_folder()
@@ -289,55 +314,68 @@ def train(config, callbacks=()):
 def run_training(run):
     """Train a checked Run: the trainer, the resume, the loop, the files (written by rank 0 alone)."""
     config, model, processes, resume = run.config, run.model, run.processes, run.resume
-    work_dir = config.system.work_dir
-    trainer = Trainer(config.trainer, model, run.dataset, processes, run.started)
+    work_dir, C = config.system.work_dir, config.trainer
+    trainer = Trainer(C, model, run.dataset, processes, run.started)
+    trainer.logs = new_logs(trainer.device)  # the run's (mingpt.lab.metrics.LOG_LISTS), filled by RunFiles
+    if trainer.compile_s is not None:
+        print(f"torch.compile: {trainer.compile_s:.1f} s to compile the training and evaluation graphs")
     if resume is not None:
         restore(trainer, resume)
-        if trainer.iter_num == config.trainer.max_iters:
+        if trainer.iters_done == C.max_iters:
             if processes.main:
                 remove_stale_temporaries(work_dir)
                 RunFiles(config, trainer).repair_logs()
-            print(f"{work_dir} already reached --trainer.max_iters={trainer.iter_num}; nothing to train (give a "
+            print(f"{work_dir} already reached --trainer.max_iters={trainer.iters_done}; nothing to train (give a "
                   f"larger --trainer.max_iters to train on)")
             return trainer
         announce(trainer, resume, work_dir)
+    target = Target(C.target_val_loss) if C.target_val_loss is not None else None
+    if target:
+        trainer.add_callback("on_batch_end", target.on_batch_end)
+    interrupted = lambda: trainer.stop_requested and not (target and target.reached)  # noqa: E731
     if not processes.main:
-        trainer.run()
-        if trainer.stop_requested:  # as rank 0 does, once it has saved
+        with stop_on_interrupt(trainer):
+            trainer.run()
+        if interrupted():  # as rank 0 does, once it has saved
             raise KeyboardInterrupt
         return trainer
 
-    if config.trainer.probe_attention and config.trainer.compile:
+    if C.probe_attention and C.compile:
         print("--trainer.compile=True: the attention probe is off (its timers and hooks would split the compiled "
               "graph)")
-    elif config.trainer.probe_attention:
+    elif C.probe_attention:
         trainer.add_callback("on_step_end", AttentionProbe(model).on_step_end)
-    files = RunFiles(config, trainer)
+    files = RunFiles(config, trainer, target)
     files.start()
-    trainer.set_callback("on_batch_end", files.on_batch_end)
+    console = Console(trainer, C.log_interval)
+    trainer.add_callback("on_batch_end", console.on_batch_end)
+    trainer.add_callback("on_batch_end", files.on_batch_end)
     for event, callback in run.callbacks:
         trainer.add_callback(event, callback)
     try:
-        trainer.run()
+        with stop_on_interrupt(trainer):
+            trainer.run()
     except BaseException as e:  # a second Ctrl-C mid-iteration (what is on disk stays as it was), or a failure
         files.logger.finish(exit_code=130 if isinstance(e, KeyboardInterrupt) else 1)
         if isinstance(e, MemoryError) or isinstance(e, RuntimeError) and "alloc" in str(e):
             kept = "no checkpoint was saved yet" if files.saved_iter is None else \
                 f"the checkpoint of iteration {files.saved_iter} is intact"
-            raise UserError(f"out of memory in iteration {trainer.iter_num + 1}; use a smaller --trainer.batch_size, "
-                            f"--data.block_size or model ({kept})") from None
+            raise UserError(f"out of memory in iteration {trainer.iters_done + 1}; use a smaller "
+                            f"--trainer.batch_size, --data.block_size or model ({kept})") from None
         raise
-    if trainer.stop_requested:
-        if files.saved_iter != trainer.iter_num:
+    finally:
+        console.close()
+    if interrupted():
+        if files.saved_iter != trainer.iters_done:
             files.save_checkpoint()
             files.save_logs()
         files.logger.finish(exit_code=130)
         # what the caller's "interrupted" line adds (chargpt.py prints it)
-        raise KeyboardInterrupt(f"{files.ckpt_path} holds iteration {trainer.iter_num}; continue with "
+        raise KeyboardInterrupt(f"{files.ckpt_path} holds iteration {trainer.iters_done}; continue with "
                                 f"--trainer.resume=True")
-    if files.saved_iter != trainer.iter_num:  # max_iters=0, or a stop at the target: no iteration saved it
+    if files.saved_iter != trainer.iters_done:  # max_iters=0, or a stop at the target: no iteration saved it
         files.save_checkpoint()
     files.logger.finish()
-    if config.trainer.target_val_loss is not None:
-        print(target_line(trainer, config.trainer.target_val_loss))
+    if target:
+        print(target.line(trainer))
     return trainer

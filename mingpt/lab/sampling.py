@@ -10,9 +10,9 @@ import torch
 
 from mingpt.data.tokenizer import UNK
 from mingpt.lab.checkpoint import load_checkpoint, saved_model, saved_tokenizer
-from mingpt.lab.measure import pick_device
+from mingpt.device import pick_device
 from mingpt.lab.settings import get_config, set_threads
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 def check_prompt(C, tokenizer):

@@ -11,12 +11,13 @@ from functools import partial
 import torch
 
 from mingpt.data.dataset import CharDataset
-from mingpt.lab.distributed import micro_batch_size
-from mingpt.lab.errors import fail
+from mingpt.distributed import micro_batch_size
+from mingpt.errors import fail
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer
-from mingpt.utils import CfgNode as CN, Check, NOT_EMPTY, UserError, at_least
+from mingpt.config import CfgNode as CN, Check, NOT_EMPTY, above, at_least
+from mingpt.errors import UserError
 
 WANDB_MODES = ("online", "offline", "disabled")
 SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)
@@ -43,9 +44,17 @@ def get_config():
                  "when another process shares the cores", kind=int, check=at_least(1))
     C.data = CharDataset.get_default_config()
     C.model = GPT.get_default_config()
-    C.trainer = Trainer.get_default_config()
-    # the lab's, on the trainer's node: a run logs what the probe reads (mingpt/lab/measure.py's AttentionProbe) and
-    # the attention maps
+    # minGPT's trainer with chargpt's schedule and dtype, and what a run prints, saves and logs beside it
+    C.trainer = Trainer.get_default_config().defaults(max_iters=600, learning_rate=5e-4, lr_schedule="cosine",
+                                                      warmup_iters=50, dtype="auto")
+    C.trainer.set("log_interval", 10, "print a log line every this many steps", check=at_least(1))
+    C.trainer.set("sample_interval", 200, "write a sample to samples.txt every this many steps and at the end "
+                  "(0: never)", check=at_least(0))
+    C.trainer.set("checkpoint_interval", 200, "write the resume checkpoint every this many steps (0: only at the end)",
+                  check=at_least(0))
+    C.trainer.set("resume", False, "continue the run in system.work_dir from its checkpoint")
+    C.trainer.set("target_val_loss", None, "stop at the first evaluation whose val loss is at or below this; the run "
+                  "records the wall time, tokens and iterations to it", kind=float, check=above(0))
     C.trainer.set("probe_attention", True, "time every training call of the attention core and measure its memory "
                   "(logged as attn/*)")
     C.trainer.set("attention_maps_interval", 0, "log the attention maps of --sample.prompt (every layer and head) to "

@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple
 
 from mingpt.lab.bench import median_after_warmup
 from mingpt.lab.dashboard import WandbRun
-from mingpt.lab.errors import fail
+from mingpt.errors import fail
 from mingpt.lab.files import check_writable_folder, save_json, write_csv
 from mingpt.lab.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
     run_record, slug, write_record
@@ -35,7 +35,7 @@ from mingpt.lab.run import train
 from mingpt.lab.sampling import sample_tokens
 from mingpt.lab.settings import get_config
 from mingpt.lab.study_report import section
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
 # 600 iterations, constant learning rate 5e-4). Studies keep the iteration schedule and the comparison.
@@ -278,7 +278,7 @@ class Study:
             now = time.time()
             times.append(now)
             pace = (times[-1] - times[0]) / 4 if len(times) == 5 else 0
-            if now >= self.deadline or now + pace * (trainer.config.max_iters - trainer.iter_num) > self.deadline:
+            if now >= self.deadline or now + pace * (trainer.config.max_iters - trainer.iters_done) > self.deadline:
                 self.out_of_time = trainer.stop_requested = True
         return guard
 

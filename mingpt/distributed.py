@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mingpt.utils import UserError
+from mingpt.errors import UserError
 
 
 class Processes:

@@ -1,10 +1,15 @@
 """
 Bad input from the user, and how every entry point (chargpt.py, the scripts) ends on it: `error: <message>` as one
-line on stderr, no traceback, exit status 2 (argparse's for a bad option).
+line on stderr, no traceback, exit status 2 (argparse's for a bad option). Library code raises UserError; the
+programs end with fail().
 """
 
 import sys
 
+
+class UserError(ValueError):
+    """Bad input from the user: the entry points print its message alone as one line and exit with status 2
+    (fail, below); from Python it is a ValueError naming what is wrong."""
 
 
 USER_ERROR_EXIT = 2

@@ -5,7 +5,8 @@ and the config a minGPT user fills in Python.
 """
 
 from mingpt.attention import IMPLEMENTATIONS
-from mingpt.utils import CfgNode as CN, NOT_EMPTY, UserError, above, at_least, between
+from mingpt.config import CfgNode as CN, NOT_EMPTY, above, at_least, between
+from mingpt.errors import UserError
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "none")
 GQA_SCORES = ("per_head", "group_sum")

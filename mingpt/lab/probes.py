@@ -1,83 +1,14 @@
 """
-The measurements beside mingpt/lab/bench.py's benchmarks: which device a run may use and what it is good at (the
---trainer.device check, "auto", native bf16, whether torch.compile can compile there), and the probes that read
-one call's time and memory (the attention probe of every training step, which the lab installs from outside the
-model) and a function's peak memory, on CUDA and on a CPU alike.
+The probes that read one call's time and memory (the attention probe of every training step, which the run
+installs from outside the model) and a function's peak memory, on CUDA and on a CPU alike.
 """
 
 import contextlib
-import importlib.util
 import os
-import shutil
 import sys
 import time
 
 import torch
-
-DEVICES = "auto | cpu | cuda | cuda:N | mps"
-
-
-def device_problem(name):
-    """Why this machine and torch build cannot run on device `name` (None when it can)."""
-    if name == "auto":
-        return None
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        return f"is not a device; use one of {DEVICES}"
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "has no CUDA" if torch.version.cuda is None else "finds no GPU"
-            return f"is not available: this torch ({torch.__version__}) {build}; use --trainer.device=cpu"
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            return f"is not available: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            return "is not available on this machine (Apple MPS); use --trainer.device=cpu"
-    elif device.type != "cpu":
-        return f"is not supported; use one of {DEVICES}"
-    return None
-
-
-def pick_device(name):
-    """The device that setting `name` (already checked by device_problem) means on this machine."""
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def compile_problem(device):
-    """Why torch.compile cannot compile for `device` here (None when it can): a Python that dynamo does not run on
-    (torch.compile itself says so), and the compiler inductor's kernels need: a C++ compiler ($CXX, else g++; on
-    macOS clang++) on a CPU, triton on CUDA."""
-    try:
-        torch.compile(lambda x: x)  # compiles nothing until called; raises at once where dynamo cannot run
-    except RuntimeError as e:
-        return str(e).strip().splitlines()[0]
-    device_type = torch.device(device).type
-    if device_type == "cpu":
-        cxx = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-        if shutil.which(cxx) is None:
-            return f"inductor compiles CPU kernels with a C++ compiler, and {cxx} is not on PATH (set $CXX)"
-    if device_type == "cuda" and importlib.util.find_spec("triton") is None:
-        return "inductor compiles CUDA kernels with triton, which is not installed"
-    return None
-
-
-def native_bf16(device_type):
-    """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
-    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32
-    (the README's training benchmark measures it)."""
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        return any(getattr(torch.cpu, query, lambda: False)()
-                   for query in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return False
 
 
 class ProbeReading:
