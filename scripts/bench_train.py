@@ -24,6 +24,7 @@ and minGPT: fp32).
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -119,6 +120,13 @@ def time_all_reduce(n_floats, repeats):
     torch.distributed.destroy_process_group()
 
 
+def fixed_point(value, decimals):
+    """`value` with `decimals` decimals, or more where those show fewer than 3 significant digits: a tiny model's
+    GFLOP/s on a slow or loaded machine reads 0.0123, not 0.0."""
+    digits_before_point = math.floor(math.log10(value)) + 1 if value > 0 else 1
+    return f"{value:.{max(decimals, 3 - digits_before_point)}f}"
+
+
 def flops_per_iter(config):
     C = GPT.get_default_config()
     C.merge_from_dict(config["model"])
@@ -177,10 +185,10 @@ def main():
         ms = statistics.median(r[0] for r in runs)
         achieved = flops / (ms / 1000)
         print(f"{name:>{width}} | {dtypes[name]:>8} | {ms:>8.0f} | {tokens / (ms / 1000):>8.0f} | "
-              f"{achieved / 1e9:>8.1f} | {achieved / peaks[dtypes[name]]:>6.1%} | {max(r[1] for r in runs):>12.0f}",
-              flush=True)
+              f"{fixed_point(achieved / 1e9, 1):>8} | {achieved / peaks[dtypes[name]]:>6.1%} | "
+              f"{max(r[1] for r in runs):>12.0f}", flush=True)
     for dtype, peak in peaks.items():
-        print(f"matmul peak on {device} in {dtype}: {peak / 1e9:.0f} GFLOP/s")
+        print(f"matmul peak on {device} in {dtype}: {fixed_point(peak / 1e9, 0)} GFLOP/s")
     print(f"FLOPs per iteration {flops / 1e9:.0f} G (mingpt.model.GPT.flops_per_token) for every row")
     for n in args.processes:
         if n > 1 and device == "cpu":
