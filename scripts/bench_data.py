@@ -2,9 +2,11 @@
 The data layer's cost past tiny-shakespeare (mingpt/data/token_cache.py): corpora made of tiny-shakespeare's lines in
 a seeded shuffle at each size, tokenized into a fresh token cache by each tokenizer (build time, MB/s, peak RSS of
 the building process), then a run of `python chargpt.py` on the cached corpus (time from its start to its first
-step, i.e. to the trainer's first line once data and model are ready; peak RSS of one iteration and an evaluation) beside the same run on tiny-shakespeare; with --nanogpt, nanoGPT's shakespeare_char prepare.py on
-the 100 MB corpus, run where this script puts it (never copied into this project); with --torchrun, a
-two-process torchrun on the smallest corpus with an empty cache, and how many entries it built.
+step, i.e. to the trainer's first line once data and model are ready; peak RSS of one iteration and an
+evaluation) beside the same run on tiny-shakespeare; with --nanogpt, nanoGPT's shakespeare_char prepare.py on the
+100 MB corpus, run where it lies through a link in --work, which it writes to (never copied into this project,
+nothing written into the checkout); with --torchrun, a two-process torchrun on the smallest corpus with an empty
+cache, and how many entries it built.
 
     python scripts/bench_data.py                                    # 10 MB, 100 MB, 1 GB; char, word, bpe
     python scripts/bench_data.py --sizes-mb 10 100 --tokenizers char --nanogpt ../nanoGPT --torchrun
@@ -19,21 +21,20 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 
 from mingpt.data.tokenizer import TOKENIZERS
 from mingpt.lab.bench import run_measured
 from mingpt.errors import check_script_args, fail
 from mingpt.lab.files import machine_info, save_json
 from mingpt.config import at_least
+from mingpt.lab.peers import NanoGPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
 MB = 1_000_000
-BUILD = "import sys; from mingpt.lab.settings import get_config; from mingpt.data.dataset import CharDataset; c = get_config(); " \
-        "c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
+BUILD = "import sys; from mingpt.lab.settings import get_config; from mingpt.data.dataset import CharDataset; " \
+        "c = get_config(); c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
 RUN_FLAGS = ["--trainer.max_iters=1", "--trainer.eval_iters=1", "--trainer.sample_interval=0",
              "--trainer.log_interval=1", "--system.wandb=disabled"]
 
@@ -54,8 +55,8 @@ def make_corpus(source, path, size_mb, seed):
 def build(corpus, cache, tokenizer):
     """(seconds the build took, from its manifest; peak RSS MiB of the process)."""
     shutil.rmtree(cache, ignore_errors=True)
-    _, rss = run_measured([sys.executable, "-c", BUILD, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
-                           f"--data.tokenizer={tokenizer}"], cwd=ROOT)
+    rss = run_measured([sys.executable, "-c", BUILD, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
+                        f"--data.tokenizer={tokenizer}"], cwd=ROOT, check=True).peak_rss_mib
     (entry,) = os.listdir(cache)
     with open(os.path.join(cache, entry, "manifest.json")) as f:
         return json.load(f)["build_seconds"], rss
@@ -72,30 +73,20 @@ def one_run(corpus, cache, tokenizer, work_dir):
     shutil.rmtree(work_dir, ignore_errors=True)
     command = [sys.executable, CHARGPT, f"--data.input_file={corpus}", f"--data.cache_dir={cache}",
                f"--data.tokenizer={tokenizer}", f"--system.work_dir={work_dir}", *RUN_FLAGS]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            stdin=subprocess.DEVNULL)
-    seconds = None
-    for line in proc.stdout:
-        if seconds is None and line.startswith("running on device"):
-            seconds = time.perf_counter() - t0
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) or seconds is None:
+    run = run_measured(command, cwd=ROOT)
+    seconds = next((s for s, line in run.lines if line.startswith("running on device")), None)
+    if run.status or seconds is None:
         sys.exit(f"chargpt.py on {corpus} failed: {' '.join(command)}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, run.peak_rss_mib
 
 
-def nanogpt_prepare(folder, corpus, work):
-    """(seconds, peak RSS MiB) of nanoGPT's data/shakespeare_char/prepare.py on `corpus`: it reads input.txt and
-    writes beside itself, so it runs from a folder of its own with input.txt linked to the corpus."""
+def nanogpt_prepare(nano, corpus, work):
+    """(seconds, peak RSS MiB) of nanoGPT's data/shakespeare_char/prepare.py on `corpus` (mingpt.lab.peers: it
+    writes into work/nanogpt_prepare, not the checkout)."""
     where = os.path.join(work, "nanogpt_prepare")
     shutil.rmtree(where, ignore_errors=True)
-    os.makedirs(where)
-    shutil.copyfile(os.path.join(folder, "data", "shakespeare_char", "prepare.py"), os.path.join(where, "prepare.py"))
-    os.symlink(os.path.abspath(corpus), os.path.join(where, "input.txt"))
-    t0 = time.perf_counter()
-    _, rss = run_measured([sys.executable, "prepare.py"], cwd=where)
-    return time.perf_counter() - t0, rss
+    run = nano.prepare(corpus, where)
+    return run.wall_s, run.peak_rss_mib
 
 
 def torchrun_builds(corpus, cache, work_dir):
@@ -104,7 +95,7 @@ def torchrun_builds(corpus, cache, work_dir):
     run_measured([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", CHARGPT,
                   f"--data.input_file={corpus}", f"--data.cache_dir={cache}", f"--system.work_dir={work_dir}",
                   "--model.n_layer=2", "--model.n_embd=48", "--trainer.batch_size=8", *RUN_FLAGS],
-                 cwd=ROOT, env={"OMP_NUM_THREADS": "1"})
+                 cwd=ROOT, env={"OMP_NUM_THREADS": "1"}, check=True)
     names = os.listdir(cache)
     with open(os.path.join(cache, names[0], "manifest.json")) as f:
         return names, json.load(f)["built_by"]["local_rank"]
@@ -125,8 +116,7 @@ def main(argv=None):
     check_script_args(args, sizes_mb=at_least(1), repeats=at_least(1))
     if not os.path.isfile(args.source):
         fail(f"--source={args.source} is not a file; put tiny-shakespeare there")
-    if args.nanogpt and not os.path.isfile(os.path.join(args.nanogpt, "data", "shakespeare_char", "prepare.py")):
-        fail(f"--nanogpt={args.nanogpt} is not a nanoGPT checkout (no data/shakespeare_char/prepare.py)")
+    nano = NanoGPT(args.nanogpt, "--nanogpt") if args.nanogpt else None
     os.makedirs(args.work, exist_ok=True)
     print(machine_info())
     cache, runs = os.path.join(args.work, "cache"), os.path.join(args.work, "run")
@@ -153,8 +143,8 @@ def main(argv=None):
             tiny_s, tiny_rss = baseline[tokenizer]
             print(f"| {size} MB | {tokenizer} | {seconds:.2f} | {size / seconds:.1f} | {rss:.0f} | {start_s:.2f} "
                   f"({tiny_s:.2f}) | {run_rss:.0f} ({tiny_rss:.0f}) |", flush=True)
-        if args.nanogpt and size == 100:
-            seconds, rss = nanogpt_prepare(args.nanogpt, corpus, args.work)
+        if nano and size == 100:
+            seconds, rss = nanogpt_prepare(nano, corpus, args.work)
             results["nanogpt"] = {"size_mb": size, "seconds": seconds, "rss_mib": rss}
             print(f"| {size} MB | nanoGPT prepare.py | {seconds:.1f} | {size / seconds:.1f} | {rss:.0f} | | |",
                   flush=True)

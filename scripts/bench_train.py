@@ -5,8 +5,9 @@ after the options pass through). With several process counts, each runs under to
 shared out (threads per process = cores / processes), so every configuration uses the same cores. With
 --nanogpt / --mingpt, karpathy's nanoGPT (train.py, eager, fp32) and minGPT (projects/chargpt) checked out beside
 the project train the same model (gpt-mini: 6 layers, 6 heads, n_embd 192, block 128, batch 64, dropout 0.1) in
-the same rounds, for a side-by-side figure; their code is run where it lies, never copied. Each --variant adds a
-row of this project with more flags (quoted together, after an =), measured in the same rounds.
+the same rounds, for a side-by-side figure; their code is run where it lies, never copied, and nothing is written
+into their checkouts (mingpt.lab.peers). Each --variant adds a row of this project with more flags (quoted
+together, after an =), measured in the same rounds.
 
     python scripts/bench_train.py                                   # the default run: gpt-mini, batch 64
     python scripts/bench_train.py --processes 1 2                   # 1 process x 2 threads vs 2 x 1 (DDP, gloo)
@@ -23,10 +24,10 @@ and minGPT: fp32).
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,8 +37,9 @@ import time
 import torch
 
 from mingpt.lab.bench import matmul_peak_flops, run_measured
-from mingpt.errors import check_script_args, fail
+from mingpt.errors import check_script_args
 from mingpt.lab.files import machine_info
+from mingpt.lab.peers import MinGPT, NanoGPT
 from mingpt.lab.settings import config_from_flags
 from mingpt.model import GPT
 from mingpt.config import at_least
@@ -61,7 +63,8 @@ def chargpt(flags, processes, threads, iters, warmup):
         run = [f"--system.work_dir={work_dir}", f"--trainer.max_iters={warmup + iters}", "--trainer.eval_interval=0",
                "--trainer.eval_iters=1", "--trainer.sample_interval=0", "--trainer.checkpoint_interval=0",
                "--system.wandb=disabled", f"--system.num_threads={threads}", *flags]
-        _, rss = run_measured([*launcher(processes), CHARGPT, *run], env={"OMP_NUM_THREADS": str(threads)})
+        rss = run_measured([*launcher(processes), CHARGPT, *run], env={"OMP_NUM_THREADS": str(threads)},
+                           check=True).peak_rss_mib
         with open(os.path.join(work_dir, "train_logs.json")) as f:
             times = json.load(f)["iter_time_ms"][warmup:]
         with open(os.path.join(work_dir, "config.json")) as f:
@@ -69,33 +72,28 @@ def chargpt(flags, processes, threads, iters, warmup):
     return statistics.median(times), rss, config
 
 
-def nanogpt(folder, corpus, iters, warmup):
-    """(median ms/iter, peak RSS MiB, PEER_RUN) of nanoGPT's train.py on gpt-mini, eager fp32 on the CPU. Its
-    character data is prepared once, by its own prepare.py, from our corpus."""
-    data = os.path.join(folder, "data", "shakespeare_char")
-    if not os.path.exists(os.path.join(data, "train.bin")):
-        shutil.copyfile(corpus, os.path.join(data, "input.txt"))
-        subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, capture_output=True)
-    with tempfile.TemporaryDirectory() as out_dir:
+def nanogpt(nano, corpus, iters, warmup):
+    """(median ms/iter, peak RSS MiB, PEER_RUN) of nanoGPT's train.py on gpt-mini, eager fp32 on the CPU, on its
+    character data prepared by its own prepare.py from our corpus."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        nano.prepare(corpus, data)
         flags = [f"--{k}={v}" for k, v in GPT_MINI.items()] + [
             "--device=cpu", "--compile=False", "--dtype=float32", "--bias=True", f"--max_iters={warmup + iters}",
-            "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", f"--out_dir={out_dir}"]
-        out, rss = run_measured([sys.executable, "train.py", "config/train_shakespeare_char.py", *flags], cwd=folder)
-    times = {int(it): float(ms) for it, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", out)}
-    return statistics.median(ms for it, ms in times.items() if it >= warmup), rss, PEER_RUN
+            "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", f"--out_dir={os.path.join(tmp, 'out')}"]
+        run = nano.train(["config/train_shakespeare_char.py", *flags], data, os.path.join(tmp, "run"))
+    times = {int(it): float(ms) for it, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", run.output())}
+    return statistics.median(ms for it, ms in times.items() if it >= warmup), run.peak_rss_mib, PEER_RUN
 
 
-def mingpt(folder, corpus, iters, warmup):
+def mingpt(checkout, corpus, iters, warmup):
     """(median ms/iter, peak RSS MiB, PEER_RUN) of minGPT's projects/chargpt (gpt-mini, its defaults: batch 64,
     block 128, dropout 0.1, 4 DataLoader workers), which prints its iteration time every 10 iterations."""
     tens = max(1, iters // 3)  # readings at iterations 10, 20, ... past the warm-up
     with tempfile.TemporaryDirectory() as cwd:
-        os.symlink(os.path.abspath(corpus), os.path.join(cwd, "input.txt"))  # it reads input.txt where it runs
-        out, rss = run_measured([sys.executable, os.path.join(folder, "projects", "chargpt", "chargpt.py"),
-                                 f"--trainer.max_iters={10 * tens + 1}"],  # it writes ./out/chargpt
-                                cwd=cwd, env={"PYTHONPATH": folder})  # its mingpt, not ours
-    times = [float(ms) for ms, it in re.findall(r"iter_dt ([\d.]+)ms; iter (\d+)", out) if int(it) >= 10]
-    return statistics.median(times), rss, PEER_RUN
+        run = checkout.chargpt([f"--trainer.max_iters={10 * tens + 1}"], corpus, cwd)  # it writes ./out/chargpt
+    times = [float(ms) for ms, it in re.findall(r"iter_dt ([\d.]+)ms; iter (\d+)", run.output()) if int(it) >= 10]
+    return statistics.median(times), run.peak_rss_mib, PEER_RUN
 
 
 def all_reduce_ms(processes, threads, n_floats, repeats=20):
@@ -122,13 +120,11 @@ def time_all_reduce(n_floats, repeats):
     torch.distributed.destroy_process_group()
 
 
-def check_checkout(folder, script, name):
-    """The absolute path of a peer's checkout that has `script`; one line and exit 2 if it has not."""
-    folder = os.path.abspath(folder)
-    if not os.path.isfile(os.path.join(folder, script)):
-        fail(f"{folder} has no {script}: pass a checkout of karpathy/{name} (git clone "
-             f"https://github.com/karpathy/{name})")
-    return folder
+def fixed_point(value, decimals):
+    """`value` with `decimals` decimals, or more where those show fewer than 3 significant digits: a tiny model's
+    GFLOP/s on a slow or loaded machine reads 0.0123, not 0.0."""
+    digits_before_point = math.floor(math.log10(value)) + 1 if value > 0 else 1
+    return f"{value:.{max(decimals, 3 - digits_before_point)}f}"
 
 
 def flops_per_iter(config):
@@ -165,12 +161,11 @@ def main():
             runners[f"chargpt {n} x {threads} {extra}".strip()] = \
                 lambda n=n, threads=threads, flags=flags: chargpt(flags, n, threads, args.iters, args.warmup)
     if args.nanogpt:
-        folder = check_checkout(args.nanogpt, "train.py", "nanoGPT")
-        runners["nanoGPT train.py (eager)"] = \
-            lambda folder=folder: nanogpt(folder, args.corpus, args.iters, args.warmup)
+        nano = NanoGPT(args.nanogpt, "--nanogpt")
+        runners["nanoGPT train.py (eager)"] = lambda: nanogpt(nano, args.corpus, args.iters, args.warmup)
     if args.mingpt:
-        folder = check_checkout(args.mingpt, os.path.join("projects", "chargpt", "chargpt.py"), "minGPT")
-        runners["minGPT chargpt"] = lambda folder=folder: mingpt(folder, args.corpus, args.iters, args.warmup)
+        checkout = MinGPT(args.mingpt, "--mingpt")
+        runners["minGPT chargpt"] = lambda: mingpt(checkout, args.corpus, args.iters, args.warmup)
     print(machine_info())
     print(f"chargpt.py {' '.join(args.flags) or '(defaults)'}; median of iterations {args.warmup + 1}-"
           f"{args.warmup + args.iters}, {args.rounds} round(s)")
@@ -190,10 +185,10 @@ def main():
         ms = statistics.median(r[0] for r in runs)
         achieved = flops / (ms / 1000)
         print(f"{name:>{width}} | {dtypes[name]:>8} | {ms:>8.0f} | {tokens / (ms / 1000):>8.0f} | "
-              f"{achieved / 1e9:>8.1f} | {achieved / peaks[dtypes[name]]:>6.1%} | {max(r[1] for r in runs):>12.0f}",
-              flush=True)
+              f"{fixed_point(achieved / 1e9, 1):>8} | {achieved / peaks[dtypes[name]]:>6.1%} | "
+              f"{max(r[1] for r in runs):>12.0f}", flush=True)
     for dtype, peak in peaks.items():
-        print(f"matmul peak on {device} in {dtype}: {peak / 1e9:.0f} GFLOP/s")
+        print(f"matmul peak on {device} in {dtype}: {fixed_point(peak / 1e9, 0)} GFLOP/s")
     print(f"FLOPs per iteration {flops / 1e9:.0f} G (mingpt.model.GPT.flops_per_token) for every row")
     for n in args.processes:
         if n > 1 and device == "cpu":

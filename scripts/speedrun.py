@@ -42,7 +42,6 @@ table), speedrun.json (those, the machine, torch, the commands and the goals) an
 """
 
 import argparse
-import importlib.util
 import os
 import pickle
 import shlex
@@ -55,13 +54,14 @@ import numpy as np
 import torch
 
 from mingpt.data.dataset import CharDataset
+from mingpt.lab.bench import run_measured
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config
 from mingpt.errors import check_script_args, fail
 from mingpt.lab.files import machine_info, save_json, write_csv
 from mingpt.lab.settings import build_model, config_from_flags
-from mingpt.lab.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread, \
-    timed_run
 from mingpt.config import at_least
+from mingpt.lab.peers import NanoGPT
+from mingpt.lab.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
@@ -73,68 +73,34 @@ NANOGPT_FLAGS = ["--device=cpu", "--compile=False", "--eval_iters=20", "--log_in
                  "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128", "--max_iters=2000",
                  "--lr_decay_iters=2000", "--dropout=0.0"]
 NANOGPT_BLOCK = 64
-NANOGPT_FILES = ("train.py", "model.py", "configurator.py", "config/train_shakespeare_char.py",
-                 "data/shakespeare_char/prepare.py")
 # --scale quick, a smoke test: a few iterations and small evaluations on each side (after every other flag)
 QUICK = {"chargpt": ["--trainer.max_iters=8", "--trainer.eval_interval=4", "--trainer.eval_iters=2"],
          "nanoGPT": ["--max_iters=8", "--lr_decay_iters=8", "--eval_interval=4", "--eval_iters=2"]}
-NO_BYTECODE = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def one_line(lines):
-    """The last non-empty line a failed run printed."""
-    return next((line for _, line in reversed(lines) if line.strip()), "(nothing)")[:300]
+class NanoGPTRuns:
+    """nanoGPT's CPU command from the checkout `nano` (mingpt.lab.peers.NanoGPT), on its data prepared from `corpus`
+    in the temporary folder `tmp`."""
 
-
-class NanoGPT:
-    """nanoGPT's checkout at `folder`, its data prepared from `corpus` in the temporary folder `tmp`."""
-
-    def __init__(self, folder, corpus, tmp):
-        self.folder, self.tmp = os.path.abspath(folder), tmp
-        data = os.path.join(tmp, "nanogpt-data", "data", "shakespeare_char")
-        os.makedirs(data)
-        prepare = os.path.join(self.folder, "data", "shakespeare_char", "prepare.py")
-        os.symlink(prepare, os.path.join(data, "prepare.py"))
-        os.symlink(os.path.abspath(corpus), os.path.join(data, "input.txt"))
-        status, _, lines = timed_run([sys.executable, "prepare.py"], cwd=data, env={**os.environ, **NO_BYTECODE})
-        if status:
-            fail(f"nanoGPT's prepare.py failed: {one_line(lines)}")
-        self.data = os.path.dirname(data)
-        self.val_ids = np.fromfile(os.path.join(data, "val.bin"), dtype=np.uint16)
-        with open(os.path.join(data, "meta.pkl"), "rb") as f:  # written just now, by its prepare.py
+    def __init__(self, nano, corpus, tmp):
+        self.nano, self.tmp = nano, tmp
+        self.data = os.path.join(tmp, "nanogpt-data", "data")
+        nano.prepare(corpus, self.data)
+        prepared = os.path.join(self.data, "shakespeare_char")
+        self.val_ids = np.fromfile(os.path.join(prepared, "val.bin"), dtype=np.uint16)
+        with open(os.path.join(prepared, "meta.pkl"), "rb") as f:  # written just now, by its prepare.py
             itos = pickle.load(f)["itos"]
         self.tokens = [itos[i] for i in range(len(itos))]
-        self.command = [sys.executable, os.path.join(self.folder, "train.py"), "config/train_shakespeare_char.py",
-                        *NANOGPT_FLAGS]
+        self.args = ["config/train_shakespeare_char.py", *NANOGPT_FLAGS]
 
     def run(self, index, scale_flags, context):
         """One run of its CPU command in a folder of its own: the row of runs.csv."""
         run_dir = os.path.join(self.tmp, f"nanogpt-{index}")
-        os.makedirs(run_dir)
-        for name in ("config", "configurator.py"):
-            os.symlink(os.path.join(self.folder, name), os.path.join(run_dir, name))
-        os.symlink(self.data, os.path.join(run_dir, "data"))
-        status, wall, lines = timed_run(self.command + scale_flags, cwd=run_dir, env={**os.environ, **NO_BYTECODE})
-        if status:
-            fail(f"nanoGPT's train.py exited with status {status}: {one_line(lines)}")
+        run = self.nano.train(self.args + scale_flags, self.data, run_dir)
         ckpt = os.path.join(run_dir, "out-shakespeare-char", "ckpt.pt")
-        model = self.model(ckpt) if os.path.exists(ckpt) else None
-        return row("nanoGPT", "nanoGPT's CPU command", 1337, wall, evaluations(lines, "nanoGPT"), model,
+        model = self.nano.model(ckpt) if os.path.exists(ckpt) else None
+        return row("nanoGPT", "nanoGPT's CPU command", 1337, run.wall_s, evaluations(run.lines, "nanoGPT"), model,
                    self.val_ids, context)
-
-    def model(self, path):
-        """The checkpoint's model, built by nanoGPT's own model.py (read where it lies, no bytecode written)."""
-        spec = importlib.util.spec_from_file_location("nanogpt_model", os.path.join(self.folder, "model.py"))
-        module = importlib.util.module_from_spec(spec)
-        writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.dont_write_bytecode = writes
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = module.GPT(module.GPTConfig(**ckpt["model_args"]))
-        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
-        return model
 
 
 def row(track, name, seed, wall, evals, model, val_ids, context):
@@ -157,15 +123,15 @@ def ours(track, recipe, seed, args, flags, fraction, val_ids):
     command = [sys.executable, CHARGPT, f"@{recipe}", f"--data.input_file={args.corpus}",
                f"--data.val_fraction={fraction!r}", f"--system.seed={seed}", f"--system.work_dir={work_dir}",
                f"--system.wandb={args.wandb}", *flags]
-    status, wall, lines = timed_run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if status:
-        fail(f"chargpt.py @{recipe} (seed {seed}) exited with status {status}: {one_line(lines)}")
+    run = run_measured(command, env={"PYTHONUNBUFFERED": "1"})
+    if run.status:
+        fail(f"chargpt.py @{recipe} (seed {seed}) exited with status {run.status}: {run.last_line()}")
     path = os.path.join(work_dir, "model.pt")
     ckpt = load_checkpoint(path)
     model = build_model(saved_model_config(ckpt, path))
     load_state_into(model, ckpt["model"], path)
-    return row(track, f"chargpt @{os.path.relpath(recipe, ROOT)}", seed, wall, evaluations(lines, "chargpt"),
-               model, val_ids, args.eval_context)
+    return row(track, f"chargpt @{os.path.relpath(recipe, ROOT)}", seed, run.wall_s,
+               evaluations(run.lines, "chargpt"), model, val_ids, args.eval_context)
 
 
 def shown(stats, digits):
@@ -254,18 +220,14 @@ def parse(argv):
         fail(f"--seeds {' '.join(map(str, args.seeds))}: give at least 3 different seeds (a record is a median)")
     if not os.path.isfile(args.corpus):
         fail(f"--corpus {args.corpus}: no such file")
-    if not args.skip_nanogpt:
-        missing = [f for f in NANOGPT_FILES if not os.path.isfile(os.path.join(args.nanogpt, f))]
-        if missing:
-            fail(f"--nanogpt {args.nanogpt}: not a nanoGPT checkout (no {missing[0]}); give its folder or "
-                 f"--skip-nanogpt")
-        if args.eval_context > NANOGPT_BLOCK:
-            fail(f"--eval-context {args.eval_context}: above the block size of nanoGPT's command ({NANOGPT_BLOCK})")
-    return args, tracks, ours_flags
+    nano = None if args.skip_nanogpt else NanoGPT(args.nanogpt, "--nanogpt", " or --skip-nanogpt")
+    if nano and args.eval_context > NANOGPT_BLOCK:
+        fail(f"--eval-context {args.eval_context}: above the block size of nanoGPT's command ({NANOGPT_BLOCK})")
+    return args, tracks, ours_flags, nano
 
 
 def main(argv=None):
-    args, tracks, extra = parse(argv)
+    args, tracks, extra, checkout = parse(argv)
     scale = QUICK if args.scale == "quick" else {"chargpt": [], "nanoGPT": []}
     flags = scale["chargpt"] + extra
     for track, recipe in tracks.items():  # every recipe checked, as chargpt checks it, before anything runs
@@ -281,11 +243,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     rows, commands = [], []
     with tempfile.TemporaryDirectory(prefix="speedrun-") as tmp:
-        nano = None if args.skip_nanogpt else NanoGPT(args.nanogpt, args.corpus, tmp)
+        nano = None if checkout is None else NanoGPTRuns(checkout, args.corpus, tmp)
         if nano and (nano.tokens != dataset.vocab.tokens or not np.array_equal(nano.val_ids, val_ids)):
             fail("our validation split is not nanoGPT's (its val.bin differs from ours); report this")
         if nano:
-            commands.append(" ".join(shlex.quote(a) for a in nano.command + scale["nanoGPT"]))
+            commands.append(" ".join(shlex.quote(a) for a in checkout.train_command(nano.args + scale["nanoGPT"])))
         commands += [f"python chargpt.py @{os.path.relpath(r, ROOT)} --data.val_fraction={fraction!r} "
                      f"--system.seed=SEED " + " ".join(shlex.quote(f) for f in flags) for r in tracks.values()]
         for i, seed in enumerate(args.seeds):  # interleaved, so that a change in the machine's load hits all

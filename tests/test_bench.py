@@ -30,17 +30,21 @@ def test_bench_train_rows_per_variant(text_file):
     base = f"chargpt 1 x {os.cpu_count()}"
     variant = f"{base} --trainer.dtype=float32 --trainer.probe_attention=False"
     assert set(rows) == {base, variant}
-    peaks = {dtype: float(gflops) for dtype, gflops in re.findall(r"matmul peak on cpu in (\w+): (\d+) GFLOP/s",
+    peaks = {dtype: float(gflops) for dtype, gflops in re.findall(r"matmul peak on cpu in (\w+): ([\d.]+) GFLOP/s",
                                                                   proc.stdout)}
+    # each figure is printed rounded, and a slow or loaded machine runs this tiny model at a small fraction of a
+    # GFLOP/s: every check allows for the rounding of the figures it compares, so that no speed fails it
     for dtype, ms, tokens_per_s, gflops, mfu, rss in rows.values():
         assert dtype in ("float32", "bfloat16")
-        # ms/iter is printed rounded to a whole ms
-        assert float(tokens_per_s) == pytest.approx(4 * 16 / (float(ms) / 1000), rel=0.6 / float(ms) + 0.01)
-        # MFU is the achieved rate over the peak of the row's own dtype; each figure is printed rounded (MFU to
-        # 0.1 percentage point, GFLOP/s to 0.1, the peak to 1), which the tolerance allows for
-        expected_mfu = 100 * float(gflops) / peaks[dtype]
-        assert float(mfu.rstrip("%")) == pytest.approx(expected_mfu, abs=0.05 + 5 / peaks[dtype], rel=0.01)
-        assert float(rss) > 50 and float(gflops) > 0
+        ms, tokens_per_s, gflops, mfu = float(ms), float(tokens_per_s), float(gflops), float(mfu.rstrip("%"))
+        # ms/iter and tokens/s to a whole number: the time was within 0.5 ms of ms
+        assert 4 * 16 / ((ms + 0.5) / 1000) - 0.5 <= tokens_per_s <= 4 * 16 / (max(ms - 0.5, 1e-9) / 1000) + 0.5
+        # GFLOP/s and the peak to at least 3 significant digits (0.5% each), MFU to 0.1 percentage point: MFU is the
+        # achieved rate over the peak of the row's own dtype
+        assert gflops > 0 and peaks[dtype] > 0
+        expected_mfu = 100 * gflops / peaks[dtype]
+        assert mfu == pytest.approx(expected_mfu, abs=0.05 + 0.011 * expected_mfu)
+        assert float(rss) > 50
     assert rows[variant][0] == "float32"
 
 

@@ -1,16 +1,17 @@
 """
 Measurements shared by the benchmark scripts and the experiment studies: timing a step, attention forward +
-backward on random inputs, and generation speed and cache size. Every measurement runs on the device it is
-given (default: the best one here, as training picks it); on CUDA, times end with a synchronisation, so they are
-the kernels' and not their launches', and memory comes from the allocator's counters.
+backward on random inputs, and generation speed and cache size, each on the device it is given (default: the best
+one here, as training picks it; on CUDA, times end with a synchronisation, so they are the kernels' and not their
+launches', and memory comes from the allocator's counters); and a command run to its end, with its wall time, the
+time of each line it prints and its peak RSS (the benchmarks' runs, the speedrun's, nanoGPT's and minGPT's).
 """
 
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -167,14 +168,33 @@ def cache_bytes(model, seq):
     return sum(c.nbytes() for c in caches)
 
 
-def run_measured(command, cwd=None, env=None):
-    """Run `command`; return its stdout and the peak RSS (MiB) of the largest of it and its children."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=errors, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the child's, or its largest child's (KiB on Linux)
-        if os.waitstatus_to_exitcode(status):
-            errors.seek(0)
-            sys.exit(f"{' '.join(command[:3])} ... failed: {errors.read().strip()[-2000:]}")
-        out.seek(0)
-        return out.read(), usage.ru_maxrss / 1024
+class MeasuredRun(NamedTuple):
+    """What run_measured saw of a command that ran to its end."""
+    status: int  # its exit status
+    wall_s: float  # from its launch to its exit
+    lines: list  # [(seconds since its launch, line)] of its stdout and stderr together
+    peak_rss_mib: float  # of the largest of it and its children
+
+    def output(self):
+        return "\n".join(line for _, line in self.lines)
+
+    def last_line(self):
+        """The last non-empty line it printed (300 characters at most): what says why it failed."""
+        return next((line for _, line in reversed(self.lines) if line.strip()), "(nothing)")[:300]
+
+
+def run_measured(command, cwd=None, env=None, check=False):
+    """Run `command` to its end with `env` over this process's environment: its wall time, each line it prints
+    with the time it arrives (a Python program must not buffer them to be timed as printed: PYTHONUNBUFFERED=1)
+    and its peak RSS. With check, a failure ends this script, naming the command and the end of its output."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace")
+    lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in proc.stdout]
+    proc.stdout.close()
+    _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss: the child's, or its largest child's (KiB on Linux)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    run = MeasuredRun(proc.returncode, time.perf_counter() - t0, lines, usage.ru_maxrss / 1024)
+    if check and run.status:
+        sys.exit(f"{' '.join(command[:3])} ... failed: {run.output().strip()[-2000:]}")
+    return run

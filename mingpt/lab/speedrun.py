@@ -1,14 +1,12 @@
 """
 What scripts/speedrun.py measures with, beside karpathy's nanoGPT: the --data.val_fraction that gives nanoGPT's
 validation split, a full pass over a split with any model of minGPT's interface (model(idx, targets) -> (logits,
-loss): ours and nanoGPT's alike), a command run with the time of each line it prints, the first evaluation line at
-or below a target, and a median with its spread.
+loss): ours and nanoGPT's alike), the evaluation lines each program prints and the first at or below a target, and
+a median with its spread. Its runs are timed by mingpt.lab.bench.run_measured.
 """
 
 import re
 import statistics
-import subprocess
-import time
 
 import numpy as np
 import torch
@@ -48,17 +46,6 @@ def full_pass_loss(model, ids, context, batch_size=64):
         _, loss = model(xb.to(device), yb.to(device))
         nats += loss.double().item() * yb.numel()
     return nats / n
-
-
-def timed_run(command, cwd=None, env=None):
-    """Run `command` to its end; returns (exit status, wall seconds, [(seconds since the start, line)]) for every
-    line it printed on stdout and stderr together (the program must not buffer them: PYTHONUNBUFFERED=1)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
-    lines = [(time.perf_counter() - t0, line.rstrip("\n")) for line in proc.stdout]
-    proc.wait()
-    return proc.returncode, time.perf_counter() - t0, lines
 
 
 def evaluations(lines, program):
