@@ -9,7 +9,8 @@ import argparse
 
 import torch
 
-from mingpt.lab.bench import best_device, time_ms
+from mingpt.lab.bench import best_device
+from mingpt.lab.probes import time_ms
 from mingpt.errors import check_script_args
 from mingpt.lab.files import machine_info
 from mingpt.lab.settings import build_model

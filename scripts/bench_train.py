@@ -36,7 +36,8 @@ import time
 
 import torch
 
-from mingpt.lab.bench import matmul_peak_flops, run_measured
+from mingpt.lab.bench import run_measured
+from mingpt.lab.probes import matmul_peak_flops
 from mingpt.errors import check_script_args
 from mingpt.lab.files import machine_info
 from mingpt.lab.peers import MinGPT, NanoGPT

@@ -129,3 +129,20 @@ def test_flags_the_model_ignores_are_one_warning(tmp_path, text_file, capsys, mo
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert warnings == [f"warning: --model.model_type={model_type} does not use {ignored}; ignoring "
                         f"{'it' if ',' not in ignored else 'them'}"]
+
+
+@pytest.mark.parametrize("flags, warning", [
+    (["--trainer.muon_lr=0.05"], "--trainer.optimizer=adamw with --trainer.lr_schedule=cosine does not use "
+                                 "--trainer.muon_lr; ignoring it"),
+    (["--trainer.decay_fraction=0.3", "--trainer.optimizer=muon"],
+     "--trainer.optimizer=muon with --trainer.lr_schedule=cosine does not use --trainer.decay_fraction; ignoring it"),
+    (["--trainer.decay_fraction=0.3", "--trainer.lr_schedule=wsd", "--trainer.muon_lr=0.05",
+      "--trainer.optimizer=muon"], None),
+])
+def test_trainer_flags_their_settings_do_not_use_are_one_warning(tmp_path, text_file, capsys, flags, warning):
+    from helpers import tiny_config
+    from mingpt.lab.run import train
+    train(tiny_config(text_file, tmp_path / "run", *flags, "--trainer.max_iters=1", "--trainer.warmup_iters=0",
+                      "--trainer.sample_interval=0"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == ([f"warning: {warning}"] if warning else [])

@@ -1,14 +1,18 @@
 """
 The probes that read one call's time and memory (the attention probe of every training step, which the run
-installs from outside the model) and a function's peak memory, on CUDA and on a CPU alike.
+installs from outside the model), a function's time and peak memory, and the matmul peak that MFU is measured
+against, on CUDA and on a CPU alike.
 """
 
 import contextlib
 import os
+import statistics
 import sys
 import time
 
 import torch
+
+from mingpt.device import native_bf16
 
 
 class ProbeReading:
@@ -129,3 +133,53 @@ def profile_peak_memory(fn, *args):
         current += event.cpu_memory_usage if event.name == "[memory]" else event.self_cpu_memory_usage
         peak = max(peak, current)
     return peak
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(step, repeats, device="cpu"):
+    """Median wall time of `step()` in ms over `repeats` runs, after one warm-up run."""
+    step()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def cuda_loop_ms(step, repeats, device):
+    """Mean ms of `step()` over a loop of `repeats` runs timed by two CUDA events, after one warm-up: the kernels'
+    own time. A host clock around each run adds its launch and synchronisation, which on a fast GPU is a good part
+    of a large matmul."""
+    step()
+    with torch.cuda.device(device):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            step()
+        end.record()
+        end.synchronize()
+    return start.elapsed_time(end) / repeats
+
+
+def matmul_peak_flops(device="cpu", dtype=torch.float32, repeats=5):
+    """FLOP/s of a square matmul on `device` in `dtype` after a warm-up, the median of `repeats` (on CUDA, a loop
+    of 10 x `repeats` timed by CUDA events): the peak that MFU is measured against. n = 4096 on a GPU and 1024 on
+    a CPU, except 2048 for bf16 on a CPU with native bf16, where AMX's packing of the operands is a large share
+    of a matmul at 1024 and the peak would under-read (the README's training benchmark gives the figures); an
+    emulated bf16 matmul stays at 1024, which is slow enough."""
+    if torch.device(device).type == "cuda":
+        n = 4096
+    else:
+        n = 2048 if dtype != torch.float32 and native_bf16("cpu") else 1024
+    gen = torch.Generator(device).manual_seed(0)  # its own: a training run's RNG stream stays untouched
+    a, b = (torch.randn(n, n, device=device, generator=gen).to(dtype) for _ in range(2))
+    if torch.device(device).type == "cuda":
+        return 2 * n ** 3 / (cuda_loop_ms(lambda: torch.mm(a, b), 10 * repeats, device) / 1000)
+    return 2 * n ** 3 / (time_ms(lambda: torch.mm(a, b), repeats, device) / 1000)

@@ -31,7 +31,7 @@ import torch
 from mingpt.data.dataset import CharDataset
 from mingpt.data.tokenizer import UNK
 from mingpt.lab.attention_maps import attention_maps, plot_attention_maps
-from mingpt.lab.bench import matmul_peak_flops
+from mingpt.lab.probes import matmul_peak_flops
 from mingpt.lab.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
 from mingpt.lab.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.distributed import Processes
@@ -246,10 +246,13 @@ def train(config, callbacks=()):
     function) pairs the trainer calls after the run's own (an experiment's stop at its time budget, say)."""
     started = time.perf_counter()
     config.validate()
-    ignored = config.ignored()
-    if ignored:
-        print(f"warning: --model.model_type={config.model.model_type} does not use {', '.join(ignored)}; ignoring "
-              f"{'it' if len(ignored) == 1 else 'them'}", file=sys.stderr)
+    for node, why in (("model", f"--model.model_type={config.model.model_type}"),
+                      ("trainer", f"--trainer.optimizer={config.trainer.optimizer} with --trainer.lr_schedule="
+                                  f"{config.trainer.lr_schedule}")):
+        ignored = getattr(config, node).ignored(f"{node}.")
+        if ignored:
+            print(f"warning: {why} does not use {', '.join(ignored)}; ignoring {'it' if len(ignored) == 1 else 'them'}",
+                  file=sys.stderr)
     C = config.trainer
     if C.lr_schedule != "constant" and C.max_iters is not None and C.warmup_iters > C.max_iters:
         print(f"warning: --trainer.warmup_iters={C.warmup_iters} is above --trainer.max_iters={C.max_iters}: the "
