@@ -9,7 +9,7 @@ Trains a character-level language model.
     torchrun --standalone --nproc_per_node=2 chargpt.py     # data parallel over 2 processes (mingpt/distributed.py)
 
 Flags are --node.key=value (or node.key=value) for the nodes system, data, model, trainer and sample; the defaults
-and what each does are in mingpt/lab/settings.py's get_config and the get_default_config of each part.
+and what each does are in mingpt/app/settings.py's get_config and the get_default_config of each part.
 """
 
 import sys
@@ -17,9 +17,9 @@ import time
 
 from mingpt.distributed import Processes, quiet_unless
 from mingpt.errors import report
-from mingpt.lab.run import train
-from mingpt.lab.sampling import sample
-from mingpt.lab.settings import expand_recipes, get_config, help_text
+from mingpt.app.run import train
+from mingpt.app.sampling import sample
+from mingpt.app.settings import expand_recipes, get_config, help_text
 from mingpt.errors import UserError
 
 RANK0_GRACE_S = 5

@@ -96,7 +96,7 @@ def attention_dropout(att, v, p):
 def attention_probs(q, k, window=0):
     """naive_attention's weights: scores, mask, softmax, as (B, n_kv, g*T_q, T_k) with the g query heads of each
     group stacked as rows against their shared key/value head (row i*T_q + t: query head h*g + i at position t).
-    The lab's attention maps (mingpt/lab/attention_maps.py) draw these very numbers."""
+    The lab's attention maps (mingpt/app/attention_maps.py) draw these very numbers."""
     T_q, hd = q.size(2), q.size(3)
     groups = q.size(1) // k.size(1)
     # a group's query heads become rows of one matmul against their shared key/value head: K and V are read,

@@ -8,7 +8,7 @@ mechanisms that took GPT to LLaMA and Mistral behind flags:
 - model.pos_emb=learned|sinusoidal|none: minGPT's learned table, the fixed table of "Attention is all you
   need", or no absolute positions at all;
 - model.norm=rmsnorm, model.mlp=swiglu, model.bias=False: LLaMA's block (RMSNorm, a SwiGLU MLP, no biases);
-- model.preset=llama: all of LLaMA's choices in one flag (mingpt/lab/export.py writes such a model for Hugging Face);
+- model.preset=llama: all of LLaMA's choices in one flag (mingpt/app/export.py writes such a model for Hugging Face);
 - model.qk_norm, model.mlp=relu2, model.zero_init_proj, model.tie_embeddings, model.logit_softcap: what the
   modded-nanogpt speedrun added (docs/speedrun.md).
 
@@ -70,7 +70,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = Dropout(config.resid_pdrop)
         self._stacked = None  # (what it was made from, weight, bias if any): see qkv_projection
 
-    core = staticmethod(attend)  # the attention arithmetic; the lab's probe wraps it (mingpt/lab/probes.py)
+    core = staticmethod(attend)  # the attention arithmetic; the lab's probe wraps it (mingpt/app/probes.py)
 
     def qkv_projection(self):
         """q_proj, k_proj and v_proj stacked into one (weight, bias), or (weight,) without biases, so that one
@@ -270,7 +270,7 @@ class GPT(LanguageModel):
         """minGPT's: GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the hub, or a local folder) through
         transformers' GPT2LMHeadModel, or a Llama / Mistral folder of a shape this model computes (what
         scripts/export_hf.py writes); fp32, in eval mode. Anything else is a UserError saying what does not fit."""
-        from mingpt.lab.pretrained import load_pretrained
+        from mingpt.app.pretrained import load_pretrained
         return load_pretrained(name_or_folder)
 
     def _init_weights(self, module):

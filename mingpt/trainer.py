@@ -12,7 +12,7 @@ read with them and evaluated on both splits; a warm-up + cosine (or warm-up / st
 schedule; Muon beside AdamW; bf16 autocast; torch.compile, compiled before the first step so that its time is
 apart from the iterations'; gradient accumulation and torchrun's processes; per-iteration metrics and
 evaluations for the callbacks to record; state_dict/load_state_dict for exact resumption. What a run prints,
-saves and logs, and when it stops early, is its callbacks' (chargpt's: mingpt/lab/run.py).
+saves and logs, and when it stops early, is its callbacks' (chargpt's: mingpt/app/run.py).
 """
 
 import contextlib
@@ -54,7 +54,7 @@ class Trainer:
     @staticmethod
     def get_default_config():
         """minGPT's settings with minGPT's defaults, and the ones this trainer adds, each off or neutral by
-        default (chargpt's run sets its own: mingpt/lab/settings.py)."""
+        default (chargpt's run sets its own: mingpt/app/settings.py)."""
         C = CN()
         C.set("device", "auto", "auto picks cuda, then mps, then cpu", check=Check(DEVICES, problem=device_problem))
         C.set("max_iters", None, "number of optimizer steps (None: until stopped)", kind=int, check=at_least(0))
@@ -138,8 +138,8 @@ class Trainer:
         self.iter_time = time.time()  # minGPT's: when the last iteration ended (s), and how long it took
         self.iter_dt = 0.0
         self.loss = None  # the last step's loss, a tensor: its mean over the whole batch
-        self.metrics = {}  # the last iteration's, by mingpt.lab.metrics name
-        self.last_eval = None  # the last evaluation's, by mingpt.lab.metrics name; None when the iteration had none
+        self.metrics = {}  # the last iteration's, by mingpt.app.metrics name
+        self.last_eval = None  # the last evaluation's, by mingpt.app.metrics name; None when the iteration had none
         self.interrupted = False  # asked to stop in this process (chargpt's Ctrl-C handler sets it)
         self.stop_requested = False  # the loop ends after this iteration: a callback's wish, or any process's interrupt
         self.compile_s = self._compile() if config.compile else None

@@ -1,5 +1,5 @@
 """
-The attention maps of a trained run (mingpt/lab/attention_maps.py): every layer's and head's attention weights
+The attention maps of a trained run (mingpt/app/attention_maps.py): every layer's and head's attention weights
 for a prompt, drawn as one figure (layers by heads, the prompt's tokens on both axes) into RUN_DIR/attention_maps.png.
 
     python chargpt.py --model.n_kv_head=2 --model.window=32 --system.work_dir=out/gqa_window
@@ -15,9 +15,9 @@ part, and a note says so. docs/studies.md says how to read the maps.
 import argparse
 import sys
 
-from mingpt.lab.attention_maps import draw_run
+from mingpt.app.attention_maps import draw_run
 from mingpt.errors import fail
-from mingpt.lab.settings import get_config
+from mingpt.app.settings import get_config
 from mingpt.errors import UserError
 
 

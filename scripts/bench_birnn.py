@@ -9,11 +9,11 @@ import argparse
 
 import torch
 
-from mingpt.lab.bench import best_device
-from mingpt.lab.probes import time_ms
+from mingpt.experiments.bench import best_device
+from mingpt.app.probes import time_ms
 from mingpt.errors import check_script_args
-from mingpt.lab.files import machine_info
-from mingpt.lab.settings import build_model
+from mingpt.app.files import machine_info
+from mingpt.app.settings import build_model
 from mingpt.model import GPT
 from mingpt.config import at_least
 

@@ -24,16 +24,16 @@ import statistics
 import sys
 
 from mingpt.data.tokenizer import TOKENIZERS
-from mingpt.lab.bench import run_measured
+from mingpt.experiments.bench import run_measured
 from mingpt.errors import check_script_args, fail
-from mingpt.lab.files import machine_info, save_json
+from mingpt.app.files import machine_info, save_json
 from mingpt.config import at_least
-from mingpt.lab.peers import NanoGPT
+from mingpt.experiments.peers import NanoGPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
 MB = 1_000_000
-BUILD = "import sys; from mingpt.lab.settings import get_config; from mingpt.data.dataset import CharDataset; " \
+BUILD = "import sys; from mingpt.app.settings import get_config; from mingpt.data.dataset import CharDataset; " \
         "c = get_config(); c.merge_from_args(sys.argv[1:]); CharDataset.from_corpus(c.data)"
 RUN_FLAGS = ["--trainer.max_iters=1", "--trainer.eval_iters=1", "--trainer.sample_interval=0",
              "--trainer.log_interval=1", "--system.wandb=disabled"]
@@ -81,7 +81,7 @@ def one_run(corpus, cache, tokenizer, work_dir):
 
 
 def nanogpt_prepare(nano, corpus, work):
-    """(seconds, peak RSS MiB) of nanoGPT's data/shakespeare_char/prepare.py on `corpus` (mingpt.lab.peers: it
+    """(seconds, peak RSS MiB) of nanoGPT's data/shakespeare_char/prepare.py on `corpus` (mingpt.experiments.peers: it
     writes into work/nanogpt_prepare, not the checkout)."""
     where = os.path.join(work, "nanogpt_prepare")
     shutil.rmtree(where, ignore_errors=True)

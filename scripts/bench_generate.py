@@ -10,7 +10,7 @@ rows marked `learned` use minGPT's position table, which crops the context to bl
 the sequence is longer. Weights are random: speed and cache size do not depend on them. Without the cache every
 step recomputes the whole context (the last block_size tokens). Cache bytes are those held per sequence at the
 end of the generation (fp32); for a window they stay the same however many tokens are generated. matvec-only is
-the speed a cached step would have if it did nothing but its matrix-vector products (mingpt.lab.bench.matvec_ms):
+the speed a cached step would have if it did nothing but its matrix-vector products (mingpt.experiments.bench.matvec_ms):
 the ceiling set by reading every weight once per token. `sampled` is cached decoding that samples each token
 with chargpt's defaults (temperature 1, top-k 10) instead of taking the most likely one.
 """
@@ -19,9 +19,9 @@ import argparse
 
 import torch
 
-from mingpt.lab.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
+from mingpt.experiments.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
 from mingpt.errors import check_script_args
-from mingpt.lab.files import machine_info, write_csv
+from mingpt.app.files import machine_info, write_csv
 from mingpt.config import Check, at_least
 
 

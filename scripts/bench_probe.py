@@ -16,9 +16,9 @@ import time
 import torch
 
 from mingpt.errors import check_script_args, fail
-from mingpt.lab.files import machine_info
-from mingpt.lab.probes import AttentionProbe
-from mingpt.lab.settings import build_model, config_from_flags
+from mingpt.app.files import machine_info
+from mingpt.app.probes import AttentionProbe
+from mingpt.app.settings import build_model, config_from_flags
 from mingpt.trainer import Trainer
 from mingpt.config import at_least
 

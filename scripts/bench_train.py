@@ -6,7 +6,7 @@ shared out (threads per process = cores / processes), so every configuration use
 --nanogpt / --mingpt, karpathy's nanoGPT (train.py, eager, fp32) and minGPT (projects/chargpt) checked out beside
 the project train the same model (gpt-mini: 6 layers, 6 heads, n_embd 192, block 128, batch 64, dropout 0.1) in
 the same rounds, for a side-by-side figure; their code is run where it lies, never copied, and nothing is written
-into their checkouts (mingpt.lab.peers). Each --variant adds a row of this project with more flags (quoted
+into their checkouts (mingpt.experiments.peers). Each --variant adds a row of this project with more flags (quoted
 together, after an =), measured in the same rounds.
 
     python scripts/bench_train.py                                   # the default run: gpt-mini, batch 64
@@ -36,12 +36,12 @@ import time
 
 import torch
 
-from mingpt.lab.bench import run_measured
-from mingpt.lab.probes import matmul_peak_flops
+from mingpt.experiments.bench import run_measured
+from mingpt.app.probes import matmul_peak_flops
 from mingpt.errors import check_script_args
-from mingpt.lab.files import machine_info
-from mingpt.lab.peers import MinGPT, NanoGPT
-from mingpt.lab.settings import config_from_flags
+from mingpt.app.files import machine_info
+from mingpt.experiments.peers import MinGPT, NanoGPT
+from mingpt.app.settings import config_from_flags
 from mingpt.model import GPT
 from mingpt.config import at_least
 

@@ -7,15 +7,15 @@ backward, across sequence lengths N and windows w, with torch's fused full causa
 
 Shapes are one sequence of gpt-mini's attention: 6 heads of 32 dims. Times are the median of --repeats runs
 after one warm-up; peak bytes come from the CUDA allocator's counters on a GPU and from torch.profiler's allocation
-records on a CPU (mingpt.lab.bench.peak_memory_bytes).
-The measurement itself is mingpt.lab.bench.window_attention_cost, which the window study uses too.
+records on a CPU (mingpt.experiments.bench.peak_memory_bytes).
+The measurement itself is mingpt.experiments.bench.window_attention_cost, which the window study uses too.
 """
 
 import argparse
 
-from mingpt.lab.bench import best_device, window_attention_cost
+from mingpt.experiments.bench import best_device, window_attention_cost
 from mingpt.errors import check_script_args
-from mingpt.lab.files import machine_info, write_csv
+from mingpt.app.files import machine_info, write_csv
 from mingpt.config import at_least
 
 

@@ -1,5 +1,5 @@
 """
-Export a trained run to Hugging Face transformers (mingpt/lab/export.py): RUN_DIR's model.pt becomes OUT_DIR with a
+Export a trained run to Hugging Face transformers (mingpt/app/export.py): RUN_DIR's model.pt becomes OUT_DIR with a
 Llama (or, with --model.window, a Mistral) config.json, model.safetensors and the run's tokenizer.
 
     python chargpt.py --model.preset=llama --system.work_dir=out/llama
@@ -14,7 +14,7 @@ is refused with one line naming the flags to train with, exit status 2.
 import argparse
 
 from mingpt.errors import fail
-from mingpt.lab.export import export
+from mingpt.app.export import export
 from mingpt.errors import UserError
 
 

@@ -21,9 +21,9 @@ import sys
 from PIL import Image
 
 from mingpt.errors import fail
-from mingpt.lab.files import check_writable_folder, save_text
-from mingpt.lab.records import DamagedRecord, changed_since, git, read_record
-from mingpt.lab.study_report import samples_table, section
+from mingpt.app.files import check_writable_folder, save_text
+from mingpt.experiments.records import DamagedRecord, changed_since, git, read_record
+from mingpt.experiments.study_report import samples_table, section
 from mingpt.errors import UserError
 from mingpt.utils import atomic_open
 

@@ -25,7 +25,7 @@ nothing is written into the checkout. Its command is the one the issue measured 
 
 It seeds itself (1337) and has no seed flag: its runs (one per seed) vary in time, not in loss. Ours is
 `chargpt.py @RECIPE` with --data.val_fraction set so that its validation split is nanoGPT's (0.1 would hold out
-one character fewer: mingpt.lab.speedrun.nanogpt_val_fraction), checked token by token against nanoGPT's val.bin.
+one character fewer: mingpt.experiments.speedrun.nanogpt_val_fraction), checked token by token against nanoGPT's val.bin.
 
 The clock: each run is a subprocess timed from its launch to its exit (start-up, data, compile, every evaluation
 and the checkpoint included), each line it prints time-stamped; the time to the target is the moment the first
@@ -33,7 +33,7 @@ evaluation line at or below it appears, the same clock for both programs. The ev
 program's own estimate over random windows of the validation split (nanoGPT's command: 20 batches of 12 x 64
 tokens; a recipe: its --trainer.eval_iters batches of its batch_size x block_size, 10 in both recipes), which is
 what stops a run at the target; the final number of every run is a full pass over the validation split, the same
-for both (mingpt.lab.speedrun.full_pass_loss: every token predicted once, windows of --eval-context tokens,
+for both (mingpt.experiments.speedrun.full_pass_loss: every token predicted once, windows of --eval-context tokens,
 nanoGPT's block size by default, fp32), of the model the run ends with (nanoGPT: the checkpoint it writes at its
 last evaluation that improved), timed apart from the run.
 
@@ -54,14 +54,14 @@ import numpy as np
 import torch
 
 from mingpt.data.dataset import CharDataset
-from mingpt.lab.bench import run_measured
-from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config
+from mingpt.experiments.bench import run_measured
+from mingpt.app.checkpoint import load_checkpoint, load_state_into, saved_model_config
 from mingpt.errors import check_script_args, fail
-from mingpt.lab.files import machine_info, save_json, write_csv
-from mingpt.lab.settings import build_model, config_from_flags
+from mingpt.app.files import machine_info, save_json, write_csv
+from mingpt.app.settings import build_model, config_from_flags
 from mingpt.config import at_least
-from mingpt.lab.peers import NanoGPT
-from mingpt.lab.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
+from mingpt.experiments.peers import NanoGPT
+from mingpt.experiments.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")
@@ -79,7 +79,7 @@ QUICK = {"chargpt": ["--trainer.max_iters=8", "--trainer.eval_interval=4", "--tr
 
 
 class NanoGPTRuns:
-    """nanoGPT's CPU command from the checkout `nano` (mingpt.lab.peers.NanoGPT), on its data prepared from `corpus`
+    """nanoGPT's CPU command from the checkout `nano` (mingpt.experiments.peers.NanoGPT), on its data prepared from `corpus`
     in the temporary folder `tmp`."""
 
     def __init__(self, nano, corpus, tmp):

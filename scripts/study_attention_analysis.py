@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from mingpt.lab.study import Measurement, Study, study_args
+from mingpt.experiments.study import Measurement, Study, study_args
 
 
 def max_diff(a, b):

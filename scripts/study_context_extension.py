@@ -7,7 +7,7 @@ at both lengths.
     python scripts/study_context_extension.py --scale quick|cpu|full [--max-minutes M] [--results DIR]
 """
 
-from mingpt.lab.study import Study, TrainingRun, study_args
+from mingpt.experiments.study import Study, TrainingRun, study_args
 
 
 def main(argv=None):

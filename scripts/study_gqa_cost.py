@@ -6,7 +6,7 @@ Study 3, gqa_cost: what grouped-query attention saves, for n_kv_head in {1, 2, 3
   core keeps for backward; on a CPU the bytes it saves for backward), and the peak allocations of the naive
   attention core at the training shapes (CUDA allocator counters, or torch.profiler on a CPU), for LLaMA's
   per-head scores and for the writeup's summed group scores (one map per kv head);
-- KV-cache bytes per sequence and generation tokens/s with the cache (RoPE model, mingpt.lab.bench).
+- KV-cache bytes per sequence and generation tokens/s with the cache (RoPE model, mingpt.experiments.bench).
 
 Times and probe memory are medians over the iterations after warm-up; everything runs on the device training
 picks (a GPU when there is one), in fp32 wherever bf16 is native too: the course's figures, which these stand
@@ -18,9 +18,9 @@ beside, are fp32's.
 import torch
 
 from mingpt.attention import attend
-from mingpt.lab.bench import best_device, cache_bytes, generation_speed, gpt_mini, median_after_warmup, \
+from mingpt.experiments.bench import best_device, cache_bytes, generation_speed, gpt_mini, median_after_warmup, \
     peak_memory_bytes
-from mingpt.lab.study import Study, TrainingRun, study_args
+from mingpt.experiments.study import Study, TrainingRun, study_args
 
 KV_HEADS = [1, 2, 3, 6]
 

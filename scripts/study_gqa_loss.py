@@ -5,7 +5,7 @@ heads) against multi-head attention (n_kv_head=6) over the course's 600 iteratio
     python scripts/study_gqa_loss.py --scale quick|cpu|full [--max-minutes M] [--results DIR]
 """
 
-from mingpt.lab.study import Study, TrainingRun, study_args
+from mingpt.experiments.study import Study, TrainingRun, study_args
 
 
 def main(argv=None):

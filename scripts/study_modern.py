@@ -12,21 +12,21 @@ seed starts, so that a shared machine's drift in speed falls on all variants ali
     python scripts/study_modern.py --scale cpu --max-minutes 90       # a chunk; the same command goes on
 
 At the cpu and full scales the recipe's settings stand as they are (its sizes, batch and iterations); the default
-arm gets the scale's (mingpt/lab/study.py). At the quick scale both give way to the quick scale's tiny model and
+arm gets the scale's (mingpt/experiments/study.py). At the quick scale both give way to the quick scale's tiny model and
 few iterations. An idea the recipe does not use is added with the value IDEAS names.
 
 Each run's record goes to results/modern/<scale>/ (its arm, variant, seed and compile time beside the curve);
 out/experiments/modern/<scale>/ gets curves.csv (every evaluation of every run), final.csv (every run's last
 evaluation), summary.csv (median and spread over the seeds, and the change from its arm's baseline) and
-modern.png, built from the records (mingpt/lab/study_report.py) as the report builds them. About 3 hours at the
+modern.png, built from the records (mingpt/experiments/study_report.py) as the report builds them. About 3 hours at the
 cpu scale: `--max-minutes 90` runs it in chunks.
 """
 
 import os
 
 from mingpt.errors import check_script_args, fail
-from mingpt.lab.settings import config_from_flags, read_recipe
-from mingpt.lab.study import SCALES, Study, TrainingRun, study_args
+from mingpt.app.settings import config_from_flags, read_recipe
+from mingpt.experiments.study import SCALES, Study, TrainingRun, study_args
 from mingpt.config import at_least
 from mingpt.errors import UserError
 

@@ -14,8 +14,8 @@ import torch
 
 from mingpt.data.corpus import read_text
 from mingpt.data.dataset import CharDataset
-from mingpt.lab.study import Study, TrainingRun, study_args
-from mingpt.lab.study_report import array_text
+from mingpt.experiments.study import Study, TrainingRun, study_args
+from mingpt.experiments.study_report import array_text
 
 VARIANTS = {"learned": ["--model.pos_emb=learned"], "sinusoidal": ["--model.pos_emb=sinusoidal"],
             "RoPE": ["--model.rope=True"], "none": ["--model.pos_emb=none"]}

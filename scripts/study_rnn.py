@@ -5,7 +5,7 @@ the invalid one (1.2a, which reads the character it predicts) and the Transforme
     python scripts/study_rnn.py --scale quick|cpu|full [--max-minutes M] [--results DIR]
 """
 
-from mingpt.lab.study import Study, TrainingRun, study_args
+from mingpt.experiments.study import Study, TrainingRun, study_args
 
 VARIANTS = {
     "Transformer": [],

@@ -5,7 +5,7 @@ rotary position embeddings, on one plot, and the two models' samples side by sid
     python scripts/study_rope.py --scale quick|cpu|full [--max-minutes M] [--results DIR]
 """
 
-from mingpt.lab.study import Study, TrainingRun, study_args
+from mingpt.experiments.study import Study, TrainingRun, study_args
 
 
 def main(argv=None):

@@ -11,8 +11,8 @@ import statistics
 
 import torch
 
-from mingpt.lab.bench import generation_speed, median_after_warmup
-from mingpt.lab.study import Study, TrainingRun, study_args
+from mingpt.experiments.bench import generation_speed, median_after_warmup
+from mingpt.experiments.study import Study, TrainingRun, study_args
 
 VARIANTS = {
     "char": [],

@@ -1,13 +1,13 @@
 """
 Study 5, window: time and memory of the writeup's naive sliding-window attention against the banded fast path
-across sequence lengths N and windows w (forward + backward, from mingpt.lab.bench), and the training loss of
+across sequence lengths N and windows w (forward + backward, from mingpt.experiments.bench), and the training loss of
 models with windows of 16, 32 and 64 tokens against full causal attention at equal iterations.
 
     python scripts/study_window.py --scale quick|cpu|full [--max-minutes M] [--results DIR]
 """
 
-from mingpt.lab.bench import best_device, window_attention_cost
-from mingpt.lab.study import Measurement, Study, TrainingRun, study_args
+from mingpt.experiments.bench import best_device, window_attention_cost
+from mingpt.experiments.study import Measurement, Study, TrainingRun, study_args
 
 SIZES = {"quick": [128, 256], "cpu": [512, 1024, 2048, 4096], "full": [512, 1024, 2048, 4096, 8192]}
 WINDOWS = {"quick": [16], "cpu": [64, 256], "full": [64, 256]}

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from mingpt.lab.settings import get_config
+from mingpt.app.settings import get_config
 from mingpt.model import GPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: chargpt.py, scripts/

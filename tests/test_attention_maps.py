@@ -1,5 +1,5 @@
 """
-Attention maps (mingpt/lab/attention_maps.py, scripts/attention_maps.py, --trainer.attention_maps_interval): the
+Attention maps (mingpt/app/attention_maps.py, scripts/attention_maps.py, --trainer.attention_maps_interval): the
 weights against a softmax computed here from each layer's input by the definitions (projections, RoPE's rotation,
 an einsum of the scores, the causal and window masks), and against the model's own output (the weights times the
 values give what the layer returns); rows sum to 1 and masked keys get exactly 0; one map per key/value group under
@@ -17,9 +17,9 @@ from PIL import Image
 
 from helpers import ROOT, assert_one_line_error, checkout_env, model_config, tiny_config, wandb_runs
 from mingpt.data.tokenizer import CharTokenizer
-from mingpt.lab.attention_maps import attention_maps, plot_attention_maps
-from mingpt.lab.probes import AttentionProbe
-from mingpt.lab.run import train
+from mingpt.app.attention_maps import attention_maps, plot_attention_maps
+from mingpt.app.probes import AttentionProbe
+from mingpt.app.run import train
 from mingpt.model import GPT
 from mingpt.rnn import RNNLM
 from mingpt.errors import UserError
@@ -256,7 +256,7 @@ def test_a_run_logs_the_maps_to_wandb_and_trains_as_without(tmp_path, text_file,
 
     def never(*args):
         raise AssertionError("the maps were computed with the interval at 0")
-    monkeypatch.setattr("mingpt.lab.run.attention_maps", never)
+    monkeypatch.setattr("mingpt.app.run.attention_maps", never)
     plain = train(tiny_config(text_file, tmp_path / "plain", "--system.wandb=offline"))
     (run,) = wandb_runs(tmp_path / "plain")
     assert not any(key.startswith("attention/") for row in run["history"] for key in row)

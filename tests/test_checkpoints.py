@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, run_cli, tiny_config
-from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.run import train
+from mingpt.app.checkpoint import load_checkpoint
+from mingpt.app.run import train
 from mingpt.errors import UserError
 
 

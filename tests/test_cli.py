@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, checkout_env, needs_corpus, run_cli, tiny_config
-from mingpt.lab.run import train
+from mingpt.app.run import train
 
 
 # -----------------------------------------------------------------------------

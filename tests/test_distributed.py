@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, made_up_text, run_cli
-from mingpt.lab.checkpoint import load_checkpoint
+from mingpt.app.checkpoint import load_checkpoint
 from mingpt.distributed import Processes, micro_batch_size
 from mingpt.errors import UserError
 
@@ -155,7 +155,7 @@ def test_micro_batch_size():
 
 def test_without_torchrun_nothing_distributed_starts(tmp_path, text_file):
     from helpers import tiny_config
-    from mingpt.lab.run import train
+    from mingpt.app.run import train
     assert not Processes({}).launched
     assert Processes({"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}).device_for("cuda") == "cuda:1"
     train(tiny_config(text_file, tmp_path / "run", "--trainer.max_iters=2"))
@@ -194,7 +194,7 @@ def test_no_buffer_holds_state(tmp_path, text_file, model_flags):
     """DistributedDataParallel does not broadcast buffers (Processes.wrap): that is right only while every buffer
     is derived from the settings, which is what leaving it out of the state dict says."""
     from helpers import tiny_config
-    from mingpt.lab.settings import build_model
+    from mingpt.app.settings import build_model
     config = tiny_config(text_file, tmp_path, *model_flags).model
     config.vocab_size, config.block_size = 11, 16
     model = build_model(config)

@@ -1,5 +1,5 @@
 """
-Export to Hugging Face transformers (mingpt/lab/export.py, scripts/export_hf.py): for a trained tiny
+Export to Hugging Face transformers (mingpt/app/export.py, scripts/export_hf.py): for a trained tiny
 --model.preset=llama run of each attention variant, transformers' own Llama / Mistral loaded from the export
 gives our logits (fp32, 1e-4) on sequences up to block_size and our greedy tokens, and its tokenizer encodes and
 decodes as ours (char, word and bpe runs); models they cannot express are refused in one line naming the flags.
@@ -15,11 +15,11 @@ import torch
 
 from helpers import ROOT, assert_one_line_error, checkout_env, made_up_text, tiny_config
 from mingpt.data.tokenizer import CharTokenizer, WORD_PIECES
-from mingpt.lab.checkpoint import load_checkpoint, load_state_into, model_file, saved_model_config
-from mingpt.lab.export import WORD_PIECES_ONIGURUMA, export
-from mingpt.lab.files import save_torch
-from mingpt.lab.run import saved_tokenizer, train
-from mingpt.lab.settings import build_model, get_config
+from mingpt.app.checkpoint import load_checkpoint, load_state_into, model_file, saved_model_config
+from mingpt.app.export import WORD_PIECES_ONIGURUMA, export
+from mingpt.app.files import save_torch
+from mingpt.app.run import saved_tokenizer, train
+from mingpt.app.settings import build_model, get_config
 from mingpt.errors import UserError
 
 transformers = pytest.importorskip("transformers")

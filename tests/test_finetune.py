@@ -15,10 +15,10 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2
 
 from helpers import assert_one_line_error, made_up_text, run_cli
 from mingpt.data.tokenizer import GPT2Tokenizer as OurGPT2Tokenizer
-from mingpt.lab.checkpoint import load_checkpoint, saved_model_config, saved_tokenizer
-from mingpt.lab.export import export
-from mingpt.lab.run import train
-from mingpt.lab.settings import build_model, get_config
+from mingpt.app.checkpoint import load_checkpoint, saved_model_config, saved_tokenizer
+from mingpt.app.export import export
+from mingpt.app.run import train
+from mingpt.app.settings import build_model, get_config
 from mingpt.model import GPT
 from mingpt.errors import UserError
 

@@ -3,7 +3,7 @@
 import pytest
 
 from helpers import model_config, run_cli
-from mingpt.lab.settings import get_config
+from mingpt.app.settings import get_config
 from mingpt.model import GPT
 from mingpt.config import CfgNode, parse_value
 from mingpt.errors import UserError
@@ -99,7 +99,7 @@ def test_attention_rules_apply_to_the_gpt_alone(model_type, flags):
         return
     config.validate()
     config.model.vocab_size, config.model.block_size = 11, 8
-    from mingpt.lab.settings import build_model
+    from mingpt.app.settings import build_model
     build_model(config.model)
 
 
@@ -122,7 +122,7 @@ def test_unset_n_kv_head_is_multi_head_attention():
 ])
 def test_flags_the_model_ignores_are_one_warning(tmp_path, text_file, capsys, model_type, ignored):
     from helpers import tiny_config
-    from mingpt.lab.run import train
+    from mingpt.app.run import train
     rope = [] if model_type == "gpt" else ["--model.rope=True"]
     train(tiny_config(text_file, tmp_path / "run", f"--model.model_type={model_type}", "--model.rnn_activation=tanh",
                       *rope, "--trainer.max_iters=1", "--trainer.warmup_iters=0", "--trainer.sample_interval=0"))
@@ -141,7 +141,7 @@ def test_flags_the_model_ignores_are_one_warning(tmp_path, text_file, capsys, mo
 ])
 def test_trainer_flags_their_settings_do_not_use_are_one_warning(tmp_path, text_file, capsys, flags, warning):
     from helpers import tiny_config
-    from mingpt.lab.run import train
+    from mingpt.app.run import train
     train(tiny_config(text_file, tmp_path / "run", *flags, "--trainer.max_iters=1", "--trainer.warmup_iters=0",
                       "--trainer.sample_interval=0"))
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from helpers import assert_one_line_error, run_cli
-from mingpt.lab.settings import get_config
+from mingpt.app.settings import get_config
 from mingpt.model import GPT
 from mingpt.trainer import Trainer
 from mingpt.config import CfgNode as CN

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 import chargpt
 from helpers import ROOT, checkout_env, full_forward_greedy_matches, model_config, tiny_config, wandb_runs
-from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.files import save_torch
-from mingpt.lab.run import train
-from mingpt.lab.settings import config_from_flags, get_config, read_recipe
+from mingpt.app.checkpoint import load_checkpoint
+from mingpt.app.files import save_torch
+from mingpt.app.run import train
+from mingpt.app.settings import config_from_flags, get_config, read_recipe
 from mingpt.model import GPT
 from mingpt.errors import UserError
 
@@ -493,7 +493,7 @@ def test_help_names_the_defaults():
 @pytest.mark.slow  # imports transformers
 def test_export_ties_the_head_and_refuses_what_llama_cannot_compute(text_file, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from mingpt.lab.export import export
+    from mingpt.app.export import export
     train(tiny_config(text_file, tmp_path / "tied", "--model.preset=llama", "--model.tie_embeddings=True",
                       "--model.zero_init_proj=True", "--trainer.optimizer=muon", "--trainer.lr_schedule=wsd"))
     hf = export(tmp_path / "tied", tmp_path / "tied_hf")

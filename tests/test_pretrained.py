@@ -1,8 +1,8 @@
 """
-Loading Hugging Face checkpoints (mingpt/lab/pretrained.py), with transformers as the reference and no network: tiny
+Loading Hugging Face checkpoints (mingpt/app/pretrained.py), with transformers as the reference and no network: tiny
 random GPT-2, Llama (GQA, MQA with tied embeddings) and Mistral (a sliding window shorter than the sequences)
 models saved by transformers load into our GPT with transformers' logits (fp32, 1e-4) and greedy tokens; a model
-that mingpt/lab/export.py wrote loads back with the logits it had; and what our GPT cannot compute, or cannot find,
+that mingpt/app/export.py wrote loads back with the logits it had; and what our GPT cannot compute, or cannot find,
 is refused in one line.
 """
 
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from mingpt.data.tokenizer import CharTokenizer
-from mingpt.lab.checkpoint import model_file
-from mingpt.lab.export import export
-from mingpt.lab.files import save_torch
-from mingpt.lab.pretrained import load_pretrained
-from mingpt.lab.settings import build_model, get_config
+from mingpt.app.checkpoint import model_file
+from mingpt.app.export import export
+from mingpt.app.files import save_torch
+from mingpt.app.pretrained import load_pretrained
+from mingpt.app.settings import build_model, get_config
 from mingpt.model import GPT
 from mingpt.errors import UserError
 

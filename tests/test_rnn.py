@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import full_forward_greedy_matches, model_config, run_cli, tiny_config
-from mingpt.lab.checkpoint import load_state_into
-from mingpt.lab.probes import AttentionProbe
-from mingpt.lab.run import train
-from mingpt.lab.settings import build_model
+from mingpt.app.checkpoint import load_state_into
+from mingpt.app.probes import AttentionProbe
+from mingpt.app.run import train
+from mingpt.app.settings import build_model
 from mingpt.rnn import ElmanRNN
 
 

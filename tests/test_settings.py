@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from helpers import assert_one_line_error, run_cli, run_cli_bound_by_permissions, tiny_config
-from mingpt.lab.run import train
-from mingpt.lab.settings import get_config, help_text
+from mingpt.app.run import train
+from mingpt.app.settings import get_config, help_text
 from mingpt.errors import UserError
 
 BAD_VALUES = [  # (flags, words the one-line error must contain)

@@ -1,5 +1,5 @@
 """
-scripts/speedrun.py and scripts/study_modern.py at a tiny scale, and what they measure with (mingpt/lab/speedrun.py):
+scripts/speedrun.py and scripts/study_modern.py at a tiny scale, and what they measure with (mingpt/experiments/speedrun.py):
 the full pass over a split against a model whose loss is known and against each window on its own, the
 --data.val_fraction of nanoGPT's split against its prepare.py's formula, the speedrun beside a stand-in nanoGPT
 checkout (and the real one when it is beside the project), the study's arms, and their bad options.
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from helpers import ROOT, assert_one_line_error, checkout_env, made_up_text, model_config
 from mingpt.data.dataset import CharDataset
-from mingpt.lab.settings import get_config
-from mingpt.lab.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
+from mingpt.app.settings import get_config
+from mingpt.experiments.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
 from mingpt.model import GPT
 
 NANOGPT = os.environ.get("NANOGPT", os.path.join(os.path.dirname(ROOT), "nanoGPT"))

@@ -24,8 +24,8 @@ from mingpt.data.corpus import Corpus
 from mingpt.data.dataset import CharDataset
 from mingpt.data.token_cache import load
 from mingpt.data.tokenizer import WORD_PIECES
-from mingpt.lab.run import train
-from mingpt.lab.settings import get_config
+from mingpt.app.run import train
+from mingpt.app.settings import get_config
 from mingpt.errors import UserError
 
 TEXT = made_up_text(30000) + "Ünïcödé: 日本語 😀👍🏽, ROMEO!\n" * 40 + "  tail\twhite   space \n\n"

@@ -15,9 +15,9 @@ import torch
 from helpers import assert_one_line_error, made_up_text, run_cli, tiny_config, wandb_runs
 from mingpt.data.dataset import CharDataset
 from mingpt.data.tokenizer import BPETokenizer, CharTokenizer, UNK, WordTokenizer
-from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.run import train
-from mingpt.lab.settings import get_config
+from mingpt.app.checkpoint import load_checkpoint
+from mingpt.app.run import train
+from mingpt.app.settings import get_config
 from mingpt.errors import UserError
 
 UNICODE = ["Héllo wörld!\n", "日本語のテキスト", "emoji 😀👍🏽 and\tTabs\r\n", "combining é (e + \u0301)",

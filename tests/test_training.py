@@ -1,4 +1,4 @@
-"""Training through mingpt.lab.run.train: loss, the files of a run, checkpoints, exact resume, context extension
+"""Training through mingpt.app.run.train: loss, the files of a run, checkpoints, exact resume, context extension
 from a pretrained run, atomic writes."""
 
 import json
@@ -10,10 +10,10 @@ import torch
 
 from helpers import DEVICES, tiny_config
 from mingpt.data.tokenizer import CharTokenizer
-from mingpt.lab.checkpoint import load_checkpoint
-from mingpt.lab.files import save_json
-from mingpt.lab.run import train
-from mingpt.lab.sampling import sample
+from mingpt.app.checkpoint import load_checkpoint
+from mingpt.app.files import save_json
+from mingpt.app.run import train
+from mingpt.app.sampling import sample
 from mingpt.model import GPT
 from mingpt.errors import UserError
 from mingpt.utils import atomic_open
@@ -203,9 +203,9 @@ def test_evaluation_reads_the_device_once_per_split(text_file, tmp_path, monkeyp
 def test_cuda_matmul_peak_is_timed_by_cuda_events(device, monkeypatch):
     """The peak behind MFU: on a fast GPU a host clock around each matmul adds its launch and synchronisation, so
     it under-reads the peak; the CUDA path times a loop with events instead."""
-    import mingpt.lab.bench
+    import mingpt.experiments.bench
 
     def host_clock(*args, **kwargs):
         raise AssertionError("a CUDA matmul timed by the host clock")
-    monkeypatch.setattr(mingpt.lab.bench, "time_ms", host_clock)
-    assert mingpt.lab.bench.matmul_peak_flops(device) > 0
+    monkeypatch.setattr(mingpt.experiments.bench, "time_ms", host_clock)
+    assert mingpt.experiments.bench.matmul_peak_flops(device) > 0

@@ -9,16 +9,16 @@ import json
 import pytest
 
 from helpers import tiny_config, wandb_runs
-from mingpt.lab.dashboard import METRICS, default_run_name
-from mingpt.lab.metrics import LOG_LISTS, METRICS as DECLARED
-from mingpt.lab.run import train
+from mingpt.app.dashboard import METRICS, default_run_name
+from mingpt.app.metrics import LOG_LISTS, METRICS as DECLARED
+from mingpt.app.run import train
 
 EXPECTED_KEYS = {"train/loss", "val/loss", "val/bpc", "eval/train_loss", "lr", "perf/iter_ms", "perf/tokens_per_s", "perf/mfu",
                  "attn/time_ms", "attn/mem_mib", "gen/kv_cache_bytes", "gen/tokens_per_s"}
 
 
 def test_every_metric_is_declared_once():
-    """One declaration per metric (mingpt/lab/metrics.py): one train_logs.json list and one wandb key each, and the
+    """One declaration per metric (mingpt/app/metrics.py): one train_logs.json list and one wandb key each, and the
     lists are those of every run so far, in their order."""
     keys, logs = [m.key for m in DECLARED], [m.log for m in DECLARED if m.log]
     assert len(set(keys)) == len(keys) and len(set(logs)) == len(logs) and set(METRICS) == set(keys)

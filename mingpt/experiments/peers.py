@@ -3,7 +3,7 @@ karpathy's nanoGPT and minGPT checked out beside the project, which scripts/benc
 speedrun.py measure this project against: a checkout named by a flag and checked for the files those scripts run
 (one line and exit 2 when one is missing, before anything is measured), and its programs run where they lie, never
 copied, each from a folder of its own with links to what it reads and without bytecode, so that nothing is written
-into the checkout. Every run is measured by mingpt.lab.bench.run_measured; a failed one is one line and exit 2.
+into the checkout. Every run is measured by mingpt.experiments.bench.run_measured; a failed one is one line and exit 2.
 """
 
 import importlib.util
@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from mingpt.lab.bench import run_measured
+from mingpt.experiments.bench import run_measured
 from mingpt.errors import fail
 
 # unbuffered, so that each line is timed as it is printed; no __pycache__ beside the checkout's modules

@@ -2,7 +2,7 @@
 The lab's line and bar plots, which the studies save and notebooks/lab.ipynb shows: loss curves, the sliding
 window's cost, the KV cache per n_kv_head. Each returns a matplotlib Figure made without pyplot, so that nothing
 global is left to close and a notebook shows it as it is. (The attention maps draw themselves:
-mingpt/lab/attention_maps.py.)
+mingpt/app/attention_maps.py.)
 """
 
 from matplotlib.figure import Figure
@@ -24,7 +24,7 @@ def loss_curve_figure(curves, title, ylabel="training loss"):
 
 
 def window_cost_figure(rows, title):
-    """mingpt.lab.bench.window_attention_cost's rows -> forward + backward time and peak memory against the
+    """mingpt.experiments.bench.window_attention_cost's rows -> forward + backward time and peak memory against the
     sequence length: naive and banded attention for each window, full causal SDPA beside them."""
     fig = Figure(figsize=(10, 4))
     ax_t, ax_m = fig.subplots(1, 2)

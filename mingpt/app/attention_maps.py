@@ -4,7 +4,7 @@ their figure, layers by heads with the prompt's tokens on both axes. scripts/att
 its folder, --trainer.attention_maps_interval sends them to the run's wandb, notebooks/lab.ipynb draws each model's.
 
 The weights are the model's own. Each attention module's `core` is wrapped from outside the model (as the lab's
-probe in mingpt/lab/probes.py wraps it) to read the queries and keys of one forward pass, and the weights come
+probe in mingpt/app/probes.py wraps it) to read the queries and keys of one forward pass, and the weights come
 from mingpt.attention's attention_probs, naive_attention's scores, mask and softmax, applied to the queries that
 `attend` scores: under --model.gqa_scores=group_sum each group's summed queries, so one map per key/value head.
 The forward itself runs the model's own core, whichever --model.attn_impl it trains with.
@@ -18,8 +18,8 @@ import torch
 from einops import rearrange
 
 from mingpt.attention import attention_mask, attention_probs, scored_queries
-from mingpt.lab.checkpoint import load_checkpoint, saved_model, saved_tokenizer
-from mingpt.lab.files import save_figure
+from mingpt.app.checkpoint import load_checkpoint, saved_model, saved_tokenizer
+from mingpt.app.files import save_figure
 from mingpt.errors import UserError
 
 MAPS_FILE = "attention_maps.png"  # what scripts/attention_maps.py writes into the run's folder

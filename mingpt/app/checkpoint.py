@@ -10,8 +10,8 @@ import os
 import torch
 
 from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
-from mingpt.lab.metrics import LOG_LISTS
-from mingpt.lab.settings import build_model
+from mingpt.app.metrics import LOG_LISTS
+from mingpt.app.settings import build_model
 from mingpt.model import GPT
 from mingpt.errors import UserError
 

@@ -25,8 +25,8 @@ import os
 import torch
 
 from mingpt.data.tokenizer import UNK
-from mingpt.lab.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
-from mingpt.lab.files import check_writable_folder
+from mingpt.app.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
+from mingpt.app.files import check_writable_folder
 from mingpt.model_config import LLAMA, is_recurrent, kv_heads, mlp_hidden_size, position_embedding
 from mingpt.model import GPT
 from mingpt.errors import UserError

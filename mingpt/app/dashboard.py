@@ -11,7 +11,7 @@ What a run sends to wandb, so that a dashboard answers the course's questions on
 - Nothing waits for a login or the network: without an API key or a netrc login the mode is offline.
 - Interrupted and failed runs finish with a non-zero exit code, so they show as crashed / failed.
 
-The metric keys are listed, with their units, in METRICS (declared in mingpt/lab/metrics.py, and in the README).
+The metric keys are listed, with their units, in METRICS (declared in mingpt/app/metrics.py, and in the README).
 """
 
 import io
@@ -19,7 +19,7 @@ import netrc
 import os
 import re
 
-from mingpt.lab.metrics import METRICS as DECLARED
+from mingpt.app.metrics import METRICS as DECLARED
 
 METRICS = {m.key: m.about for m in DECLARED}  # wandb key -> what it holds, for the README and anyone reading a run
 RUN_ID_FILE = "wandb_run_id.txt"

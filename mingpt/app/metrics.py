@@ -1,8 +1,8 @@
 """
 Every metric a run records, declared once: its name where it is measured (a key of Trainer.metrics for each
-iteration, of Trainer.last_eval for each evaluation, or the run's own for what mingpt/lab/run.py measures), the list
+iteration, of Trainer.last_eval for each evaluation, or the run's own for what mingpt/app/run.py measures), the list
 that holds it in train_logs.json (and in ckpt.pt's logs), its wandb key, and what it holds with its unit. The
-trainer, the run's files and the dashboard (mingpt/lab/dashboard.py) read them here: a new metric is a row and a line.
+trainer, the run's files and the dashboard (mingpt/app/dashboard.py) read them here: a new metric is a row and a line.
 """
 
 from typing import NamedTuple

@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from mingpt.lab.files import cpu_model, save_json
+from mingpt.app.files import cpu_model, save_json
 from mingpt.device import native_bf16
 
 FORMAT = 1

@@ -3,7 +3,7 @@ Published weights as our model: `load_pretrained(name_or_folder)` reads a Huggin
 hub names, or a folder holding one) or a Llama or Mistral folder (what scripts/export_hf.py writes, or any folder
 of that shape) and returns a mingpt.model.GPT, in eval mode with fp32 weights on the CPU, whose logits are those
 of transformers' own model. It lets the project sample from, fine-tune and measure a real checkpoint with its own
-code; mingpt/lab/export.py is the way back. `fine_tune` starts a run from a GPT-2 (--model.init_from).
+code; mingpt/app/export.py is the way back. `fine_tune` starts a run from a GPT-2 (--model.init_from).
 
 Only what our GPT computes exactly is loaded. Whatever it cannot (another activation or attention scaling,
 biases Llama's block lacks, scaled RoPE or another RoPE base, cross-attention), a folder that is missing or
@@ -18,7 +18,7 @@ import torch
 
 from mingpt.bpe import FILE_NAMES
 from mingpt.data.tokenizer import GPT2Tokenizer
-from mingpt.lab.export import HF_NAMES
+from mingpt.app.export import HF_NAMES
 from mingpt.model import GPT, RotaryPositionalEmbeddings
 from mingpt.errors import UserError
 

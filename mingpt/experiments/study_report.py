@@ -1,5 +1,5 @@
 """
-What each study shows, built from its records alone (mingpt/lab/records.py): its tables, its figures, the samples
+What each study shows, built from its records alone (mingpt/experiments/records.py): its tables, its figures, the samples
 side by side and one headline sentence for the README. A study calls section() when it ends, and
 scripts/report.py calls it for every folder of results/, so the numbers and figures of REPORT.md come from the
 committed records, in any checkout. Figures are matplotlib Figures made without pyplot.
@@ -12,8 +12,8 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from mingpt.lab.plots import loss_curve_figure, window_cost_figure
-from mingpt.lab.speedrun import spread
+from mingpt.experiments.plots import loss_curve_figure, window_cost_figure
+from mingpt.experiments.speedrun import spread
 
 
 class Section(NamedTuple):

@@ -1,6 +1,6 @@
 """
 Sampling from a trained model: the text a prompt continues into, streamed piece by piece as the model produces
-its tokens, during training (mingpt/lab/run.py's samples.txt) and from a saved model.pt (--sample.only=True).
+its tokens, during training (mingpt/app/run.py's samples.txt) and from a saved model.pt (--sample.only=True).
 """
 
 import os
@@ -9,9 +9,9 @@ import sys
 import torch
 
 from mingpt.data.tokenizer import UNK
-from mingpt.lab.checkpoint import load_checkpoint, saved_model, saved_tokenizer
+from mingpt.app.checkpoint import load_checkpoint, saved_model, saved_tokenizer
 from mingpt.device import pick_device
-from mingpt.lab.settings import get_config, set_threads
+from mingpt.app.settings import get_config, set_threads
 from mingpt.errors import UserError
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mingpt.attention import banded_attention, fast_attention, naive_attention
 from mingpt.device import pick_device
-from mingpt.lab.probes import profile_peak_memory, synchronize, time_ms
+from mingpt.app.probes import profile_peak_memory, synchronize, time_ms
 from mingpt.model import GPT
 
 

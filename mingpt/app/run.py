@@ -10,10 +10,10 @@ written to system.work_dir:
   train_logs.json         per-iteration losses, learning rate, timings, attention probes; eval losses, val bpc and
                           times; the compile time and the target (--trainer.compile, --trainer.target_val_loss)
   samples.txt             a sample every trainer.sample_interval iterations and at the end
-  wandb/, wandb_run_id.txt  the wandb run (mingpt/lab/dashboard.py) and its id, which a resume continues
+  wandb/, wandb_run_id.txt  the wandb run (mingpt/app/dashboard.py) and its id, which a resume continues
 
-The settings and flags are mingpt/lab/settings.py's, the format of model.pt and ckpt.pt mingpt/lab/checkpoint.py's,
-sampling mingpt/lab/sampling.py's.
+The settings and flags are mingpt/app/settings.py's, the format of model.pt and ckpt.pt mingpt/app/checkpoint.py's,
+sampling mingpt/app/sampling.py's.
 
 Every setting, the data, the work_dir and any checkpoint are checked before the first file is written.
 
@@ -30,20 +30,20 @@ import torch
 
 from mingpt.data.dataset import CharDataset
 from mingpt.data.tokenizer import UNK
-from mingpt.lab.attention_maps import attention_maps, plot_attention_maps
-from mingpt.lab.probes import matmul_peak_flops
-from mingpt.lab.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
-from mingpt.lab.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
+from mingpt.app.attention_maps import attention_maps, plot_attention_maps
+from mingpt.app.probes import matmul_peak_flops
+from mingpt.app.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
+from mingpt.app.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
 from mingpt.distributed import Processes
-from mingpt.lab.files import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
+from mingpt.app.files import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
     save_json, save_text, save_torch
-from mingpt.lab.probes import AttentionProbe
-from mingpt.lab.console import Console, stop_on_interrupt
-from mingpt.lab.metrics import EVALUATION, ITERATION, KEY, new_logs, of
-from mingpt.lab.pretrained import fine_tune, pretrained_state
-from mingpt.lab.resume import Resume, announce, reconcile_resume, restore
-from mingpt.lab.sampling import check_prompt, sample_tokens
-from mingpt.lab.settings import build_model, set_threads
+from mingpt.app.probes import AttentionProbe
+from mingpt.app.console import Console, stop_on_interrupt
+from mingpt.app.metrics import EVALUATION, ITERATION, KEY, new_logs, of
+from mingpt.app.pretrained import fine_tune, pretrained_state
+from mingpt.app.resume import Resume, announce, reconcile_resume, restore
+from mingpt.app.sampling import check_prompt, sample_tokens
+from mingpt.app.settings import build_model, set_threads
 from mingpt.trainer import Trainer
 from mingpt.config import CfgNode as CN
 from mingpt.errors import UserError
@@ -319,7 +319,7 @@ def run_training(run):
     config, model, processes, resume = run.config, run.model, run.processes, run.resume
     work_dir, C = config.system.work_dir, config.trainer
     trainer = Trainer(C, model, run.dataset, processes, run.started)
-    trainer.logs = new_logs(trainer.device)  # the run's (mingpt.lab.metrics.LOG_LISTS), filled by RunFiles
+    trainer.logs = new_logs(trainer.device)  # the run's (mingpt.app.metrics.LOG_LISTS), filled by RunFiles
     if trainer.compile_s is not None:
         print(f"torch.compile: {trainer.compile_s:.1f} s to compile the training and evaluation graphs")
     if resume is not None:

@@ -1,7 +1,7 @@
 """
 What every study in scripts/ shares: its options, its scales, and a plan of runs carried out so that its results
 outlive the process. Each training run (and each measurement that trains nothing) leaves a record in
-results/<study>/<scale>/ (mingpt/lab/records.py); a study started again skips every run whose record is there,
+results/<study>/<scale>/ (mingpt/experiments/records.py); a study started again skips every run whose record is there,
 on this machine or another, and continues an interrupted run from its checkpoint where the run's folder is still
 there. `--max-minutes M` starts only the runs that fit in what is left of M minutes, stops a run that will not
 (its checkpoint kept for the next start), and says how to go on.
@@ -9,7 +9,7 @@ there. `--max-minutes M` starts only the runs that fit in what is left of M minu
   results/<study>/<scale>/study.json   the plan of the last start: its command and its runs' record files, in order
   results/<study>/<scale>/*.json       one record per run
   out/experiments/<study>/<scale>/     the runs' folders (runs/), the tables (*.csv) and figures (*.png) built from
-                                       the records (mingpt/lab/study_report.py), commands.txt
+                                       the records (mingpt/experiments/study_report.py), commands.txt
 
 Runs go to wandb (offline unless logged in) in one group per study and scale (e.g. gqa_cost-cpu), each named
 <study>-<scale>/<setting> with the config it trained with; an `analysis` run of the study's own settings holds
@@ -25,16 +25,16 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
-from mingpt.lab.bench import median_after_warmup
-from mingpt.lab.dashboard import WandbRun
+from mingpt.experiments.bench import median_after_warmup
+from mingpt.app.dashboard import WandbRun
 from mingpt.errors import fail
-from mingpt.lab.files import check_writable_folder, save_json, write_csv
-from mingpt.lab.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
+from mingpt.app.files import check_writable_folder, save_json, write_csv
+from mingpt.experiments.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
     run_record, slug, write_record
-from mingpt.lab.run import train
-from mingpt.lab.sampling import sample_tokens
-from mingpt.lab.settings import get_config
-from mingpt.lab.study_report import section
+from mingpt.app.run import train
+from mingpt.app.sampling import sample_tokens
+from mingpt.app.settings import get_config
+from mingpt.experiments.study_report import section
 from mingpt.errors import UserError
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,

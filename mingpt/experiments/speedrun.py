@@ -2,7 +2,7 @@
 What scripts/speedrun.py measures with, beside karpathy's nanoGPT: the --data.val_fraction that gives nanoGPT's
 validation split, a full pass over a split with any model of minGPT's interface (model(idx, targets) -> (logits,
 loss): ours and nanoGPT's alike), the evaluation lines each program prints and the first at or below a target, and
-a median with its spread. Its runs are timed by mingpt.lab.bench.run_measured.
+a median with its spread. Its runs are timed by mingpt.experiments.bench.run_measured.
 """
 
 import re

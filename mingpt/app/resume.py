@@ -6,7 +6,7 @@ optimizer settings may change, and apply from the resume point on.
 
 from typing import NamedTuple
 
-from mingpt.lab.checkpoint import load_state_into, saved_model_config
+from mingpt.app.checkpoint import load_state_into, saved_model_config
 from mingpt.model_config import kv_heads
 from mingpt.errors import UserError
 
@@ -15,7 +15,7 @@ OPTIMIZER_SETTINGS = ("learning_rate", "muon_lr", "betas", "weight_decay", "grad
 
 
 class Resume(NamedTuple):
-    state: dict  # the resume checkpoint (mingpt.lab.checkpoint.load_checkpoint's, with resume=True)
+    state: dict  # the resume checkpoint (mingpt.app.checkpoint.load_checkpoint's, with resume=True)
     path: str  # where it was read
     changed: dict  # {setting: (saved, now)}: the optimizer settings this command changes
 
