@@ -15,12 +15,11 @@ and what each does are in mingpt/app/settings.py's get_config and the get_defaul
 import sys
 import time
 
-from mingpt.distributed import Processes, quiet_unless
-from mingpt.errors import report
 from mingpt.app.run import train
-from mingpt.app.sampling import sample
+from mingpt.app.sample_text import sample
 from mingpt.app.settings import expand_recipes, get_config, help_text
-from mingpt.errors import UserError
+from mingpt.distributed import Processes, quiet_unless
+from mingpt.errors import DIVERGED_EXIT, RunDiverged, UserError, report
 
 RANK0_GRACE_S = 5
 
@@ -44,6 +43,9 @@ def main(argv):
                 # to print why before this silent one exits
                 time.sleep(RANK0_GRACE_S)
             return report(e)
+        except RunDiverged as e:
+            print(f"error: {e}", file=sys.stderr)
+            return DIVERGED_EXIT
         except KeyboardInterrupt as e:  # a run that saved a checkpoint says where it is
             print("interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
             return 130

@@ -13,6 +13,12 @@ class UserError(ValueError):
 
 
 USER_ERROR_EXIT = 2
+DIVERGED_EXIT = 3  # a run whose loss or gradient norm stopped being finite
+
+
+class RunDiverged(Exception):
+    """A run ended because a step diverged: its message says where and what to try; the entry point prints it
+    as one line and exits with DIVERGED_EXIT."""
 
 
 def report(message):

@@ -49,6 +49,15 @@ def check_batch_split(config):
     micro_batch_size(config.batch_size, config.grad_accum_steps, Processes().world_size)
 
 
+class Diverged(ArithmeticError):
+    """A step whose loss or gradient norm is not finite: training cannot go on from it. Raised before the
+    optimizer's step, in every process alike (both numbers are the same in all of them)."""
+
+    def __init__(self, iteration, loss, grad_norm):
+        super().__init__(f"iteration {iteration}: loss {loss:.4g}, gradient norm {grad_norm:.4g}")
+        self.iteration, self.loss, self.grad_norm = iteration, loss, grad_norm
+
+
 class Trainer:
 
     @staticmethod
@@ -138,6 +147,7 @@ class Trainer:
         self.iter_time = time.time()  # minGPT's: when the last iteration ended (s), and how long it took
         self.iter_dt = 0.0
         self.loss = None  # the last step's loss, a tensor: its mean over the whole batch
+        self.grad_norm = None  # the last step's gradient norm, before clipping
         self.metrics = {}  # the last iteration's, by mingpt.app.metrics name
         self.last_eval = None  # the last evaluation's, by mingpt.app.metrics name; None when the iteration had none
         self.interrupted = False  # asked to stop in this process (chargpt's Ctrl-C handler sets it)
@@ -295,8 +305,10 @@ class Trainer:
             iter_dt = time.perf_counter() - t0
             self.iters_done += 1
             self.iter_time, self.iter_dt = time.time(), iter_dt
+            clip = config.grad_norm_clip
             self.metrics = {"iter": self.iters_done, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
-                            "tokens_per_s": x.numel() / iter_dt}
+                            "tokens_per_s": x.numel() / iter_dt, "grad_norm": self.grad_norm,
+                            "clipped": int(bool(clip) and self.grad_norm > clip)}
             self.trigger_callbacks("on_step_end")  # where the lab adds what it measured during the step
             self.last_eval = None
             if self.evaluates and ((config.eval_interval and self.iters_done % config.eval_interval == 0)
@@ -311,8 +323,10 @@ class Trainer:
     def step(self, x, y):
         """One optimizer step on the global batch x, y (B, T): forward and backward over this process's
         micro-batches, gradients averaged over all processes (DistributedDataParallel's all-reduce, skipped by
-        no_sync on every micro-step but the last), clipping, AdamW. Returns the loss of the whole global batch
-        (a float; self.loss holds it as a tensor, as minGPT's callbacks read it)."""
+        no_sync on every micro-step but the last), the gradient norm (clipped to grad_norm_clip unless it is 0),
+        the optimizer's step. A loss or gradient norm that is not finite raises Diverged before the step, so the
+        weights stay those of the last finite one. Returns the loss of the whole global batch (a float;
+        self.loss holds it as a tensor, as minGPT's callbacks read it); self.grad_norm holds the norm."""
         model = self.train_model
         micro_batches = self.share(x, y)
         model.zero_grad(set_to_none=True)
@@ -324,12 +338,15 @@ class Trainer:
                     _, loss = model(xm, ym)
                 (loss / len(micro_batches)).backward()
             losses.append(loss.detach())
-        if self.config.grad_norm_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)
-        self.optimizer.step()
+        # the norm of the averaged gradients, the same in every process; an infinite limit scales by exactly 1
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip or math.inf)
         # one all-reduce carries the loss and whether any process was asked to stop, so that all stop together;
         # .item()/.tolist() wait for the device, so the caller's timing is this step's own
         loss, stops = self.processes.sum([(sum(losses) / len(losses)).item(), float(self.interrupted)])
+        loss, self.grad_norm = loss / self.processes.world_size, norm.item()
+        if not (math.isfinite(loss) and math.isfinite(self.grad_norm)):
+            raise Diverged(self.iters_done + 1, loss, self.grad_norm)
+        self.optimizer.step()
         self.stop_requested = stops > 0
-        self.loss = torch.tensor(loss / self.processes.world_size)
-        return loss / self.processes.world_size
+        self.loss = torch.tensor(loss)
+        return loss

@@ -40,7 +40,7 @@ from mingpt.experiments.bench import attention_step, gpt_mini, peak_memory_bytes
 from mingpt.app.files import machine_info, save_json
 from mingpt.app.probes import AttentionProbe
 from mingpt.app.run import train
-from mingpt.app.sampling import sample
+from mingpt.app.sample_text import sample
 from mingpt.app.settings import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ from mingpt.data.tokenizer import CharTokenizer
 from mingpt.app.checkpoint import load_checkpoint
 from mingpt.app.files import save_json
 from mingpt.app.run import train
-from mingpt.app.sampling import sample
+from mingpt.app.sample_text import sample
 from mingpt.model import GPT
 from mingpt.errors import UserError
 from mingpt.utils import atomic_open

@@ -9,6 +9,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 
 from tqdm import tqdm
 
@@ -23,6 +24,7 @@ class Console:
         self.bar = tqdm(total=max_iters, initial=trainer.iters_done, dynamic_ncols=True) if sys.stderr.isatty() \
             else None
         self.val = "-"
+        self.started, self.start_iter = time.perf_counter(), trainer.iters_done  # this start's pace, evaluations in
 
     def say(self, text):
         if self.bar is not None:
@@ -35,8 +37,9 @@ class Console:
         if it % self.log_interval == 0 or it == trainer.config.max_iters:
             attn_ms, attn_mib = m.get("attention_ms"), m.get("attention_mib")
             attn = f"; attn {attn_ms:.2f}ms, {attn_mib:.2f}MiB" if attn_ms is not None else ""
-            self.say(f"iter {it}: loss {m['loss']:.4f}, lr {m['lr']:.2e}, {m['iter_ms']:.0f}ms/iter, "
-                     f"{m['tokens_per_s']:.0f} tok/s{attn}")
+            clipped = " (clipped)" if m["clipped"] else ""
+            self.say(f"iter {it}: loss {m['loss']:.4f}, lr {m['lr']:.2e}, grad norm {m['grad_norm']:.3g}{clipped}, "
+                     f"{m['iter_ms']:.0f}ms/iter, {m['tokens_per_s']:.0f} tok/s{attn}{self.time_left(trainer)}")
         ev = trainer.last_eval
         if ev:
             self.say(f"iter {it}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f}, "
@@ -46,6 +49,14 @@ class Console:
             self.bar.set_postfix({"loss": f"{m['loss']:.4f}", "val": self.val, "tok/s": f"{m['tokens_per_s']:.0f}"},
                                  refresh=False)
             self.bar.update(1)
+
+    def time_left(self, trainer):
+        """', 1m05s left' from this start's wall time per iteration so far (evaluations and samples included)."""
+        max_iters, done = trainer.config.max_iters, trainer.iters_done - self.start_iter
+        if max_iters is None or done == 0:
+            return ""
+        seconds = round((time.perf_counter() - self.started) / done * (max_iters - trainer.iters_done))
+        return f", {seconds // 60}m{seconds % 60:02d}s left"
 
     def close(self):
         if self.bar is not None:

@@ -47,6 +47,11 @@ METRICS = tuple(Metric(*row) for row in (
      "wall time of the iteration (forward, backward, optimizer step), ms"),
     ("tokens_per_s", ITERATION, "tokens_per_s", "perf/tokens_per_s",
      "training tokens per second of the iteration"),
+    ("grad_norm", ITERATION, "grad_norms", "train/grad_norm",
+     "the gradient norm of the iteration's step before clipping (clip_grad_norm_'s value): a spike warns of "
+     "divergence"),
+    ("clipped", ITERATION, "clipped", "train/clipped",
+     "1 when clipping scaled the step's gradient down (its norm above --trainer.grad_norm_clip), else 0"),
     ("compile_s", RUN, "compile_s", "perf/compile_s",
      "seconds torch.compile took to compile the training and evaluation graphs before the first step "
      "(--trainer.compile), apart from every iter_ms; train_logs.json: one per start of the run (the first, each "

@@ -13,7 +13,7 @@ written to system.work_dir:
   wandb/, wandb_run_id.txt  the wandb run (mingpt/app/dashboard.py) and its id, which a resume continues
 
 The settings and flags are mingpt/app/settings.py's, the format of model.pt and ckpt.pt mingpt/app/checkpoint.py's,
-sampling mingpt/app/sampling.py's.
+sampling mingpt/app/sample_text.py's.
 
 Every setting, the data, the work_dir and any checkpoint are checked before the first file is written.
 
@@ -21,6 +21,7 @@ Every file is written to a temporary name and renamed, so a run killed at any in
 good files loadable.
 """
 
+import copy
 import os
 import sys
 import time
@@ -42,11 +43,11 @@ from mingpt.app.console import Console, stop_on_interrupt
 from mingpt.app.metrics import EVALUATION, ITERATION, KEY, new_logs, of
 from mingpt.app.pretrained import fine_tune, pretrained_state
 from mingpt.app.resume import Resume, announce, reconcile_resume, restore
-from mingpt.app.sampling import check_prompt, sample_tokens
+from mingpt.app.sample_text import check_prompt, sample_tokens
 from mingpt.app.settings import build_model, set_threads
-from mingpt.trainer import Trainer
+from mingpt.trainer import Diverged, Trainer
 from mingpt.config import CfgNode as CN
-from mingpt.errors import UserError
+from mingpt.errors import DIVERGED_EXIT, RunDiverged, UserError
 from mingpt.utils import set_seed
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -92,13 +93,15 @@ def resolved_config(config, model, trainer):
 class RunFiles:
     """What a training run writes to system.work_dir and sends to wandb, from the trainer's callback."""
 
-    def __init__(self, config, trainer, target=None):
+    def __init__(self, config, trainer, target=None, resumed_logs=None):
         self.config, self.trainer, self.model, self.logs = config, trainer, trainer.model, trainer.logs
         self.target = target  # the run's Target, whose reaching the logs record
         self.tokenizer = trainer.train_dataset.vocab
         self.dir = config.system.work_dir
         self.ckpt_path = os.path.join(self.dir, "ckpt.pt")
         self.saved_iter = trainer.iters_done if config.trainer.resume else None
+        # the logs as the last checkpoint holds them: what the files go back to when a step diverges
+        self.saved_logs = copy.deepcopy(resumed_logs)
         self.logger = None
         self.flops_per_iter = self.peak_flops = None
 
@@ -139,14 +142,24 @@ class RunFiles:
         model = model_file(self.model, config, self.tokenizer, trainer.iters_done)
         save_torch(model, os.path.join(self.dir, "model.pt"))
         save_torch({**model, **trainer.state_dict(), "config": config.to_dict(), "logs": self.logs}, self.ckpt_path)
-        self.saved_iter = trainer.iters_done
+        self.saved_iter, self.saved_logs = trainer.iters_done, copy.deepcopy(self.logs)
 
-    def save_logs(self):
-        save_json({k: v for k, v in self.logs.items() if k != "samples"}, os.path.join(self.dir, "train_logs.json"))
+    def save_logs(self, logs=None):
+        logs = self.logs if logs is None else logs
+        save_json({k: v for k, v in logs.items() if k != "samples"}, os.path.join(self.dir, "train_logs.json"))
 
-    def save_samples(self):
-        save_text("".join(f"--- iter {s['iter']} ---\n{s['text']}\n\n" for s in self.logs["samples"]),
+    def save_samples(self, logs=None):
+        logs = self.logs if logs is None else logs
+        save_text("".join(f"--- iter {s['iter']} ---\n{s['text']}\n\n" for s in logs["samples"]),
                   os.path.join(self.dir, "samples.txt"))
+
+    def back_to_checkpoint(self):
+        """After a step diverged: the logs and samples as the last checkpoint holds them (model.pt and ckpt.pt
+        are that checkpoint's already: nothing after it was saved)."""
+        if self.saved_logs is not None:
+            self.save_logs(self.saved_logs)
+            if self.saved_logs["samples"]:
+                self.save_samples(self.saved_logs)
 
     def write_sample(self):
         trainer, config = self.trainer, self.config
@@ -210,6 +223,18 @@ class Run(NamedTuple):
     resume: Resume  # None: a fresh run
     started: float  # time.perf_counter() at the start of train(): what the run's wall times count from
     callbacks: tuple = ()  # (event, function) pairs added after the run's own
+
+
+def diverged(error, trainer, files):
+    """The one line for a run whose step diverged: where, the last finite loss, what is on disk, what to try."""
+    losses = trainer.logs["train_losses"]
+    last = f"the last finite loss was {losses[-1]:.4f} at iteration {error.iteration - 1}" if losses else \
+        "at its first step"
+    kept = f"{files.ckpt_path} still holds iteration {files.saved_iter}" if files.saved_iter is not None else \
+        "no checkpoint was saved"
+    return RunDiverged(f"training diverged at iteration {error.iteration} (loss {error.loss:.4g}, gradient norm "
+                       f"{error.grad_norm:.4g}; {last}); {kept}. Try a lower --trainer.learning_rate, "
+                       f"--trainer.grad_norm_clip=1.0 or --trainer.dtype=float32")
 
 
 class Target:
@@ -338,7 +363,10 @@ def run_training(run):
     interrupted = lambda: trainer.stop_requested and not (target and target.reached)  # noqa: E731
     if not processes.main:
         with stop_on_interrupt(trainer):
-            trainer.run()
+            try:
+                trainer.run()
+            except Diverged as e:  # as rank 0, at the same step
+                raise RunDiverged(str(e)) from None
         if interrupted():  # as rank 0 does, once it has saved
             raise KeyboardInterrupt
         return trainer
@@ -348,7 +376,7 @@ def run_training(run):
               "graph)")
     elif C.probe_attention:
         trainer.add_callback("on_step_end", AttentionProbe(model).on_step_end)
-    files = RunFiles(config, trainer, target)
+    files = RunFiles(config, trainer, target, resume.state["logs"] if resume else None)
     files.start()
     console = Console(trainer, C.log_interval)
     trainer.add_callback("on_batch_end", console.on_batch_end)
@@ -358,6 +386,10 @@ def run_training(run):
     try:
         with stop_on_interrupt(trainer):
             trainer.run()
+    except Diverged as e:
+        files.logger.finish(exit_code=DIVERGED_EXIT)
+        files.back_to_checkpoint()
+        raise diverged(e, trainer, files) from None
     except BaseException as e:  # a second Ctrl-C mid-iteration (what is on disk stays as it was), or a failure
         files.logger.finish(exit_code=130 if isinstance(e, KeyboardInterrupt) else 1)
         if isinstance(e, MemoryError) or isinstance(e, RuntimeError) and "alloc" in str(e):

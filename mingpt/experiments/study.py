@@ -32,7 +32,7 @@ from mingpt.app.files import check_writable_folder, save_json, write_csv
 from mingpt.experiments.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
     run_record, slug, write_record
 from mingpt.app.run import train
-from mingpt.app.sampling import sample_tokens
+from mingpt.app.sample_text import sample_tokens
 from mingpt.app.settings import get_config
 from mingpt.experiments.study_report import section
 from mingpt.errors import UserError
