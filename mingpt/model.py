@@ -270,7 +270,7 @@ class GPT(LanguageModel):
         """minGPT's: GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the hub, or a local folder) through
         transformers' GPT2LMHeadModel, or a Llama / Mistral folder of a shape this model computes (what
         scripts/export_hf.py writes); fp32, in eval mode. Anything else is a UserError saying what does not fit."""
-        from mingpt.app.pretrained import load_pretrained
+        from mingpt.hf import load_pretrained
         return load_pretrained(name_or_folder)
 
     def _init_weights(self, module):

@@ -21,8 +21,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mingpt.attention import Dropout
-from mingpt.model import LanguageModel
 from mingpt.errors import UserError
+from mingpt.model import LanguageModel
 from mingpt.optim import adamw_with_decay
 from mingpt.sampling import check_sampling, sample_next
 

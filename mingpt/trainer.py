@@ -23,9 +23,9 @@ from collections import defaultdict
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from mingpt.distributed import Processes, micro_batch_size
-from mingpt.device import DEVICES, compile_problem, device_problem, native_bf16, pick_device
 from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
+from mingpt.device import DEVICES, compile_problem, device_problem, native_bf16, pick_device
+from mingpt.distributed import Processes, micro_batch_size
 from mingpt.errors import UserError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")

@@ -16,8 +16,8 @@ import argparse
 import sys
 
 from mingpt.app.attention_maps import draw_run
-from mingpt.errors import fail
 from mingpt.app.settings import get_config
+from mingpt.errors import fail
 from mingpt.errors import UserError
 
 

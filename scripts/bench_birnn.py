@@ -9,13 +9,13 @@ import argparse
 
 import torch
 
-from mingpt.experiments.bench import best_device
-from mingpt.app.probes import time_ms
-from mingpt.errors import check_script_args
 from mingpt.app.files import machine_info
+from mingpt.app.probes import time_ms
 from mingpt.app.settings import build_model
-from mingpt.model import GPT
 from mingpt.config import at_least
+from mingpt.errors import check_script_args
+from mingpt.experiments.bench import best_device
+from mingpt.model import GPT
 
 MODEL_TYPES = ("rnn", "birnn_invalid", "birnn_prefix")
 

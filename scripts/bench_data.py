@@ -23,11 +23,11 @@ import shutil
 import statistics
 import sys
 
-from mingpt.data.tokenizer import TOKENIZERS
-from mingpt.experiments.bench import run_measured
-from mingpt.errors import check_script_args, fail
 from mingpt.app.files import machine_info, save_json
 from mingpt.config import at_least
+from mingpt.data.tokenizer import TOKENIZERS
+from mingpt.errors import check_script_args, fail
+from mingpt.experiments.bench import run_measured
 from mingpt.experiments.peers import NanoGPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

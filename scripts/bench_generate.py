@@ -19,10 +19,10 @@ import argparse
 
 import torch
 
-from mingpt.experiments.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
-from mingpt.errors import check_script_args
 from mingpt.app.files import machine_info, write_csv
 from mingpt.config import Check, at_least
+from mingpt.errors import check_script_args
+from mingpt.experiments.bench import best_device, cache_bytes, generation_speed, gpt_mini, matvec_ms
 
 
 def main():

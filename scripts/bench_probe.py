@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from mingpt.errors import check_script_args, fail
 from mingpt.app.files import machine_info
 from mingpt.app.probes import AttentionProbe
 from mingpt.app.settings import build_model, config_from_flags
-from mingpt.trainer import Trainer
 from mingpt.config import at_least
+from mingpt.errors import check_script_args, fail
+from mingpt.trainer import Trainer
 
 VOCAB_SIZE = 65  # tiny-shakespeare's characters; the tokens are random, only the shapes matter
 

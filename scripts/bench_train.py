@@ -36,14 +36,14 @@ import time
 
 import torch
 
-from mingpt.experiments.bench import run_measured
-from mingpt.app.probes import matmul_peak_flops
-from mingpt.errors import check_script_args
 from mingpt.app.files import machine_info
-from mingpt.experiments.peers import MinGPT, NanoGPT
+from mingpt.app.probes import matmul_peak_flops
 from mingpt.app.settings import config_from_flags
-from mingpt.model import GPT
 from mingpt.config import at_least
+from mingpt.errors import check_script_args
+from mingpt.experiments.bench import run_measured
+from mingpt.experiments.peers import MinGPT, NanoGPT
+from mingpt.model import GPT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARGPT = os.path.join(ROOT, "chargpt.py")

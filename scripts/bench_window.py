@@ -13,10 +13,10 @@ The measurement itself is mingpt.experiments.bench.window_attention_cost, which 
 
 import argparse
 
-from mingpt.experiments.bench import best_device, window_attention_cost
-from mingpt.errors import check_script_args
 from mingpt.app.files import machine_info, write_csv
 from mingpt.config import at_least
+from mingpt.errors import check_script_args
+from mingpt.experiments.bench import best_device, window_attention_cost
 
 
 def main():

@@ -35,13 +35,13 @@ import tempfile
 
 import torch
 
-from mingpt.attention import banded_attention, naive_attention
-from mingpt.experiments.bench import attention_step, gpt_mini, peak_memory_bytes
 from mingpt.app.files import machine_info, save_json
 from mingpt.app.probes import AttentionProbe
 from mingpt.app.run import train
 from mingpt.app.sample_text import sample
 from mingpt.app.settings import get_config
+from mingpt.attention import banded_attention, naive_attention
+from mingpt.experiments.bench import attention_step, gpt_mini, peak_memory_bytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COURSE_MB = {6: 78.02, 1: 21.1, 2: 42.2, 3: 51.1}  # per layer, the course's GPU figures for this shape

@@ -13,8 +13,8 @@ is refused with one line naming the flags to train with, exit status 2.
 
 import argparse
 
-from mingpt.errors import fail
 from mingpt.app.export import export
+from mingpt.errors import fail
 from mingpt.errors import UserError
 
 

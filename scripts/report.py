@@ -20,11 +20,11 @@ import sys
 
 from PIL import Image
 
-from mingpt.errors import fail
 from mingpt.app.files import check_writable_folder, save_text
+from mingpt.errors import fail
+from mingpt.errors import UserError
 from mingpt.experiments.records import DamagedRecord, changed_since, git, read_record
 from mingpt.experiments.study_report import samples_table, section
-from mingpt.errors import UserError
 from mingpt.utils import atomic_open
 
 SCALE_ORDER = ("quick", "cpu", "full")

@@ -53,13 +53,13 @@ import time
 import numpy as np
 import torch
 
-from mingpt.data.dataset import CharDataset
-from mingpt.experiments.bench import run_measured
 from mingpt.app.checkpoint import load_checkpoint, load_state_into, saved_model_config
-from mingpt.errors import check_script_args, fail
 from mingpt.app.files import machine_info, save_json, write_csv
 from mingpt.app.settings import build_model, config_from_flags
 from mingpt.config import at_least
+from mingpt.data.dataset import CharDataset
+from mingpt.errors import check_script_args, fail
+from mingpt.experiments.bench import run_measured
 from mingpt.experiments.peers import NanoGPT
 from mingpt.experiments.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
 

@@ -24,11 +24,11 @@ cpu scale: `--max-minutes 90` runs it in chunks.
 
 import os
 
-from mingpt.errors import check_script_args, fail
 from mingpt.app.settings import config_from_flags, read_recipe
-from mingpt.experiments.study import SCALES, Study, TrainingRun, study_args
 from mingpt.config import at_least
+from mingpt.errors import check_script_args, fail
 from mingpt.errors import UserError
+from mingpt.experiments.study import SCALES, Study, TrainingRun, study_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "speedrun-10min.txt")

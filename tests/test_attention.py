@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from helpers import DEVICES, model_config
+from mingpt.app.probes import AttentionProbe, profile_peak_memory, timed
 from mingpt.attention import attend, attention_dropout, attention_mask, banded_attention, dropped, fast_attention, \
     naive_attention, window_block_size
-from mingpt.app.probes import AttentionProbe, profile_peak_memory, timed
 from mingpt.model import CausalSelfAttention, GPT, GroupedQueryAttention
 
 

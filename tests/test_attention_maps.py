@@ -16,13 +16,13 @@ import torch
 from PIL import Image
 
 from helpers import ROOT, assert_one_line_error, checkout_env, model_config, tiny_config, wandb_runs
-from mingpt.data.tokenizer import CharTokenizer
 from mingpt.app.attention_maps import attention_maps, plot_attention_maps
 from mingpt.app.probes import AttentionProbe
 from mingpt.app.run import train
+from mingpt.data.tokenizer import CharTokenizer
+from mingpt.errors import UserError
 from mingpt.model import GPT
 from mingpt.rnn import RNNLM
-from mingpt.errors import UserError
 
 TOKENIZER = CharTokenizer(list("abcdefghijk"))  # model_config's 11 tokens
 PROMPT = "".join(TOKENIZER.tokens[i] for i in torch.randint(11, (40,), generator=torch.Generator().manual_seed(1)))

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, checkout_env, made_up_text, tiny_config
-from mingpt.data.tokenizer import CharTokenizer, WORD_PIECES
 from mingpt.app.checkpoint import load_checkpoint, load_state_into, model_file, saved_model_config
 from mingpt.app.export import WORD_PIECES_ONIGURUMA, export
 from mingpt.app.files import save_torch
 from mingpt.app.run import saved_tokenizer, train
 from mingpt.app.settings import build_model, get_config
+from mingpt.data.tokenizer import CharTokenizer, WORD_PIECES
 from mingpt.errors import UserError
 
 transformers = pytest.importorskip("transformers")

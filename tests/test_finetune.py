@@ -14,13 +14,13 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2
     LlamaForCausalLM
 
 from helpers import assert_one_line_error, made_up_text, run_cli
-from mingpt.data.tokenizer import GPT2Tokenizer as OurGPT2Tokenizer
 from mingpt.app.checkpoint import load_checkpoint, saved_model_config, saved_tokenizer
 from mingpt.app.export import export
 from mingpt.app.run import train
 from mingpt.app.settings import build_model, get_config
-from mingpt.model import GPT
+from mingpt.data.tokenizer import GPT2Tokenizer as OurGPT2Tokenizer
 from mingpt.errors import UserError
+from mingpt.model import GPT
 
 TEXT = made_up_text(20000) + "ROMEO: what, ho! Café naïve 🙂 don't we'll\n" * 30
 N_POSITIONS = 32

@@ -4,9 +4,9 @@ import pytest
 
 from helpers import model_config, run_cli
 from mingpt.app.settings import get_config
-from mingpt.model import GPT
 from mingpt.config import CfgNode, parse_value
 from mingpt.errors import UserError
+from mingpt.model import GPT
 
 
 # -----------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from helpers import ROOT, made_up_text, run_cli, tiny_config, wandb_runs
-from mingpt.attention import naive_attention
 from mingpt.app.checkpoint import load_checkpoint
 from mingpt.app.probes import profile_peak_memory
 from mingpt.app.run import train
+from mingpt.attention import naive_attention
 from mingpt.errors import UserError
 
 TINY = ["--system.wandb=disabled", "--data.block_size=16", "--model.n_layer=2", "--model.n_query_head=4",

@@ -9,9 +9,9 @@ from helpers import model_config, tiny_config
 from mingpt.app.checkpoint import saved_model_config
 from mingpt.app.run import train
 from mingpt.app.settings import get_config, help_text
-from mingpt.model_config import mlp_hidden_size
-from mingpt.model import GPT, RMSNorm, SwiGLU
 from mingpt.errors import UserError
+from mingpt.model import GPT, RMSNorm, SwiGLU
+from mingpt.model_config import mlp_hidden_size
 
 
 # -----------------------------------------------------------------------------

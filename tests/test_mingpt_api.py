@@ -19,10 +19,10 @@ from torch.utils.data import Dataset
 
 from helpers import assert_one_line_error, run_cli
 from mingpt.app.settings import get_config
-from mingpt.model import GPT
-from mingpt.trainer import Trainer
 from mingpt.config import CfgNode as CN
 from mingpt.errors import UserError
+from mingpt.model import GPT
+from mingpt.trainer import Trainer
 from mingpt.utils import set_seed, setup_logging
 
 # minGPT's presets: (n_layer, n_head, n_embd), the sizes of its model.py

@@ -22,8 +22,8 @@ from mingpt.app.checkpoint import load_checkpoint
 from mingpt.app.files import save_torch
 from mingpt.app.run import train
 from mingpt.app.settings import config_from_flags, get_config, read_recipe
-from mingpt.model import GPT
 from mingpt.errors import UserError
+from mingpt.model import GPT
 
 
 def built(**settings):

@@ -1,5 +1,5 @@
 """
-Loading Hugging Face checkpoints (mingpt/app/pretrained.py), with transformers as the reference and no network: tiny
+Loading Hugging Face checkpoints (mingpt/hf.py), with transformers as the reference and no network: tiny
 random GPT-2, Llama (GQA, MQA with tied embeddings) and Mistral (a sliding window shorter than the sequences)
 models saved by transformers load into our GPT with transformers' logits (fp32, 1e-4) and greedy tokens; a model
 that mingpt/app/export.py wrote loads back with the logits it had; and what our GPT cannot compute, or cannot find,
@@ -7,18 +7,21 @@ is refused in one line.
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from mingpt.data.tokenizer import CharTokenizer
+from helpers import ROOT
 from mingpt.app.checkpoint import model_file
 from mingpt.app.export import export
 from mingpt.app.files import save_torch
-from mingpt.app.pretrained import load_pretrained
 from mingpt.app.settings import build_model, get_config
-from mingpt.model import GPT
+from mingpt.data.tokenizer import CharTokenizer
 from mingpt.errors import UserError
+from mingpt.hf import load_pretrained
+from mingpt.model import GPT
 
 transformers = pytest.importorskip("transformers")
 
@@ -204,3 +207,18 @@ def test_hub_name_without_network_says_to_give_a_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
     monkeypatch.chdir(tmp_path)  # no folder named gpt2 here
     refused("gpt2", "cannot fetch gpt2", "local folder")
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama_gqa"])
+def test_from_pretrained_loads_nothing_above_the_library(tmp_path, name):
+    """minGPT's GPT.from_pretrained in a fresh interpreter: no module of the data layer, the application or the
+    experiments is imported on the way."""
+    folder = saved(tmp_path / name, MODELS[name]())
+    code = ("import sys\nfrom mingpt.model import GPT\n"
+            f"model = GPT.from_pretrained({str(folder)!r})\n"
+            "above = sorted(m for m in sys.modules if m.startswith(('mingpt.data', 'mingpt.app', "
+            "'mingpt.experiments')))\nprint(type(model).__name__, above)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "GPT []"

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import ROOT, assert_one_line_error, checkout_env, made_up_text, model_config
-from mingpt.data.dataset import CharDataset
 from mingpt.app.settings import get_config
+from mingpt.data.dataset import CharDataset
 from mingpt.experiments.speedrun import evaluations, first_at_or_below, full_pass_loss, nanogpt_val_fraction, spread
 from mingpt.model import GPT
 

@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from helpers import ROOT, assert_one_line_error, made_up_text, run_cli, tiny_config
+from mingpt.app.run import train
+from mingpt.app.settings import get_config
 from mingpt.data import corpus as corpus_module, encode as encode_module, tokenizer as tokenizer_module
 from mingpt.data.cache_entry import MANIFEST_FILE
 from mingpt.data.corpus import Corpus
 from mingpt.data.dataset import CharDataset
 from mingpt.data.token_cache import load
 from mingpt.data.tokenizer import WORD_PIECES
-from mingpt.app.run import train
-from mingpt.app.settings import get_config
 from mingpt.errors import UserError
 
 TEXT = made_up_text(30000) + "Ünïcödé: 日本語 😀👍🏽, ROMEO!\n" * 40 + "  tail\twhite   space \n\n"

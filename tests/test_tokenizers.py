@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from helpers import assert_one_line_error, made_up_text, run_cli, tiny_config, wandb_runs
-from mingpt.data.dataset import CharDataset
-from mingpt.data.tokenizer import BPETokenizer, CharTokenizer, UNK, WordTokenizer
 from mingpt.app.checkpoint import load_checkpoint
 from mingpt.app.run import train
 from mingpt.app.settings import get_config
+from mingpt.data.dataset import CharDataset
+from mingpt.data.tokenizer import BPETokenizer, CharTokenizer, UNK, WordTokenizer
 from mingpt.errors import UserError
 
 UNICODE = ["Héllo wörld!\n", "日本語のテキスト", "emoji 😀👍🏽 and\tTabs\r\n", "combining é (e + \u0301)",

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from helpers import DEVICES, tiny_config
-from mingpt.data.tokenizer import CharTokenizer
 from mingpt.app.checkpoint import load_checkpoint
 from mingpt.app.files import save_json
 from mingpt.app.run import train
 from mingpt.app.sample_text import sample
-from mingpt.model import GPT
+from mingpt.data.tokenizer import CharTokenizer
 from mingpt.errors import UserError
+from mingpt.model import GPT
 from mingpt.utils import atomic_open
 
 

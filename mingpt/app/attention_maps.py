@@ -17,9 +17,9 @@ from typing import NamedTuple
 import torch
 from einops import rearrange
 
-from mingpt.attention import attention_mask, attention_probs, scored_queries
 from mingpt.app.checkpoint import load_checkpoint, saved_model, saved_tokenizer
 from mingpt.app.files import save_figure
+from mingpt.attention import attention_mask, attention_probs, scored_queries
 from mingpt.errors import UserError
 
 MAPS_FILE = "attention_maps.png"  # what scripts/attention_maps.py writes into the run's folder

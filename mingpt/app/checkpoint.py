@@ -9,11 +9,11 @@ import os
 
 import torch
 
-from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
 from mingpt.app.metrics import LOG_LISTS
 from mingpt.app.settings import build_model
-from mingpt.model import GPT
+from mingpt.data.tokenizer import from_dict as tokenizer_from_dict
 from mingpt.errors import UserError
+from mingpt.model import GPT
 
 MODEL_FILE_KEYS = {"model": dict, "model_config": dict, "vocab": list}
 RESUME_KEYS = {"optimizer": dict, "iter_num": int, "torch_rng": torch.Tensor, "batch_rng": torch.Tensor,

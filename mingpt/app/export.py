@@ -14,118 +14,18 @@ any n_kv_head and window; a tied head is their tie_word_embeddings, a zero-initi
 norm, MLP, bias or position table they lack, QK-norm, logit soft-capping, the writeup's group_sum scores or a
 recurrent model is refused with one line naming the flags to change.
 
-Two conventions differ and need no conversion: RoPE here rotates the pairs (x_i, x_(i+d/2)), the rotate-half
-layout of Llama's apply_rotary_pos_emb, so q_proj and k_proj keep their rows (Meta's checkpoints, with
-interleaved pairs, are the ones Hugging Face's converter permutes); and positions count from 1 here, from 0
-there, which shifts every query and key by the same angle and leaves every score as it is.
+The conversion of the settings and weights is mingpt/hf.py's; here the run's folder is read and the tokenizer
+converted.
 """
 
 import os
 
-import torch
-
-from mingpt.data.tokenizer import UNK
 from mingpt.app.checkpoint import load_checkpoint, load_state_into, saved_model_config, saved_tokenizer
 from mingpt.app.files import check_writable_folder
-from mingpt.model_config import LLAMA, is_recurrent, kv_heads, mlp_hidden_size, position_embedding
-from mingpt.model import GPT
+from mingpt.data.tokenizer import UNK
 from mingpt.errors import UserError
-
-
-def unexportable(config):
-    """The settings Llama and Mistral cannot express, as (the run's flag, the flag it needs) pairs."""
-    if is_recurrent(config):
-        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt --model.preset=llama")]
-    wanted = [("norm", config.norm, "rmsnorm"), ("mlp", config.mlp, "swiglu"), ("bias", config.bias, False),
-              ("pos_emb", position_embedding(config), "none"), ("rope", config.rope, True),
-              ("qk_norm", config.qk_norm, False), ("logit_softcap", config.logit_softcap or None, None)]
-    if kv_heads(config) < config.n_query_head:  # with one query head per key/value head the two scores agree
-        wanted.append(("gqa_scores", config.gqa_scores, "per_head"))
-    return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
-
-
-def not_gpt2(config):
-    """What GPT-2's own block (minGPT's: LayerNorm, GELU, biases, a learned table, multi-head attention, no window)
-    lacks of this model, as (the run's flag, the flag it needs) pairs; [] for GPT-2's model."""
-    if is_recurrent(config):
-        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt")]
-    wanted = [("norm", config.norm, "layernorm"), ("mlp", config.mlp, "gelu"), ("bias", config.bias, True),
-              ("rope", config.rope, False), ("pos_emb", position_embedding(config), "learned"),
-              ("window", config.window, 0), ("qk_norm", config.qk_norm, False),
-              ("logit_softcap", config.logit_softcap or None, None)]
-    if kv_heads(config) < config.n_query_head:
-        wanted.append(("n_kv_head", config.n_kv_head, None))
-    return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
-
-
-def check_exportable(config, source):
-    problems, gpt2 = unexportable(config), not_gpt2(config)
-    if problems and gpt2:
-        has, needs = zip(*problems)
-        preset = all(flag.split("=")[0].removeprefix("--model.") in LLAMA for flag in needs)
-        gpt2_has, gpt2_needs = zip(*gpt2)
-        raise UserError(f"{source} cannot be exported: Hugging Face's Llama and Mistral cannot compute "
-                        f"{' '.join(has)}; train with {' '.join(needs)}"
-                        f"{' (--model.preset=llama sets them all)' if preset else ''}, or, for GPT-2, which cannot "
-                        f"compute {' '.join(gpt2_has)}, with {' '.join(gpt2_needs)}")
-
-
-def gpt2_config(config):
-    """The GPT2Config of a model that is GPT-2's: its own head (not tied to the embedding, as minGPT keeps it)."""
-    from transformers import GPT2Config
-    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-                      n_layer=config.n_layer, n_head=config.n_query_head, n_inner=config.mlp_hidden,
-                      activation_function="gelu_new", layer_norm_epsilon=config.norm_eps, resid_pdrop=0.0,
-                      embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=config.tie_embeddings, dtype="float32",
-                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
-
-
-def gpt2_state_dict(state):
-    """Our parameter names -> GPT-2's: q, k and v side by side in c_attn, and the (in, out) weights of its Conv1D
-    layers, the transpose of nn.Linear's."""
-    renamed = {}
-    for name, tensor in state.items():
-        if ".attn.q_proj." in name:
-            parts = [state[name.replace("q_proj", proj)] for proj in ("q_proj", "k_proj", "v_proj")]
-            name, tensor = name.replace("q_proj", "c_attn"), torch.cat(parts)
-        elif ".attn.k_proj." in name or ".attn.v_proj." in name:
-            continue
-        name = name.replace(".attn.out_proj.", ".attn.c_proj.")
-        conv1d = name.endswith(".weight") and any(f".{layer}." in name for layer in ("c_attn", "c_proj", "c_fc"))
-        renamed[name] = tensor.t().contiguous() if conv1d else tensor
-    return renamed
-
-
-def hf_config(config, rope_base):
-    """The LlamaConfig, or with a window the MistralConfig, of a model that passed check_exportable. A window w
-    here lets a token see itself and the w // 2 tokens before it; Mistral's sliding_window counts the token too."""
-    from transformers import LlamaConfig, MistralConfig
-    common = dict(vocab_size=config.vocab_size, hidden_size=config.n_embd, intermediate_size=mlp_hidden_size(config),
-                  num_hidden_layers=config.n_layer, num_attention_heads=config.n_query_head,
-                  num_key_value_heads=kv_heads(config), head_dim=config.n_embd // config.n_query_head,
-                  hidden_act="silu", max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
-                  rope_parameters={"rope_type": "default", "rope_theta": float(rope_base)},
-                  tie_word_embeddings=config.tie_embeddings, attention_dropout=0.0, dtype="float32",
-                  # no token ends a sequence here: Llama's default eos id 2 would stop generation at that character
-                  bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    if config.window:
-        return MistralConfig(sliding_window=config.window // 2 + 1, **common)
-    return LlamaConfig(attention_bias=False, mlp_bias=False, **common)
-
-
-HF_NAMES = {"transformer.wte.": "model.embed_tokens.", "transformer.ln_f.": "model.norm.",
-            "transformer.h.": "model.layers.", ".ln_1.": ".input_layernorm.", ".ln_2.": ".post_attention_layernorm.",
-            ".attn.out_proj.": ".self_attn.o_proj.", ".attn.": ".self_attn."}
-
-
-def hf_state_dict(state):
-    """Our parameter names -> Llama's (lm_head and the SwiGLU's gate/up/down_proj are already theirs)."""
-    renamed = {}
-    for name, tensor in state.items():
-        for ours, theirs in HF_NAMES.items():  # in order: out_proj's own name before the other .attn. ones
-            name = name.replace(ours, theirs, 1)
-        renamed[name] = tensor
-    return renamed
+from mingpt.hf import check_exportable, gpt2_config, gpt2_state_dict, hf_config, hf_state_dict, not_gpt2
+from mingpt.model import GPT
 
 
 # WORD_PIECES for the Oniguruma regexes of `tokenizers`, where \w also takes combining marks and \s leaves out the

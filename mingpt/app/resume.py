@@ -8,8 +8,8 @@ import copy
 from typing import NamedTuple
 
 from mingpt.app.checkpoint import load_state_into, saved_model_config
-from mingpt.model_config import kv_heads
 from mingpt.errors import UserError
+from mingpt.model_config import kv_heads
 
 OPTIMIZER_SETTINGS = ("learning_rate", "muon_lr", "betas", "weight_decay", "grad_norm_clip", "lr_schedule",
                       "warmup_iters", "lr_decay_iters", "decay_fraction", "min_lr", "batch_size")

@@ -29,25 +29,26 @@ from typing import NamedTuple
 
 import torch
 
-from mingpt.data.dataset import CharDataset
-from mingpt.data.tokenizer import UNK
 from mingpt.app.attention_maps import attention_maps, plot_attention_maps
-from mingpt.app.probes import matmul_peak_flops
 from mingpt.app.checkpoint import load_checkpoint, load_state_into, model_file, saved_tokenizer
+from mingpt.app.console import Console, stop_on_interrupt
 from mingpt.app.dashboard import RUN_ID_FILE, WandbRun, saved_run_id
-from mingpt.distributed import Processes
 from mingpt.app.files import check_temporary_folder, check_writable_folder, machine_info, remove_stale_temporaries, \
     save_json, save_text, save_torch
-from mingpt.app.probes import AttentionProbe
-from mingpt.app.console import Console, stop_on_interrupt
+from mingpt.app.fine_tune import fine_tune
 from mingpt.app.metrics import EVALUATION, ITERATION, KEY, new_logs, of
-from mingpt.app.pretrained import fine_tune, pretrained_state
+from mingpt.app.probes import matmul_peak_flops
+from mingpt.app.probes import AttentionProbe
 from mingpt.app.resume import Resume, announce, reconcile_resume, restore
 from mingpt.app.sample_text import check_prompt, sample_tokens
 from mingpt.app.settings import build_model, set_threads
-from mingpt.trainer import Diverged, Trainer
 from mingpt.config import CfgNode as CN
+from mingpt.data.dataset import CharDataset
+from mingpt.data.tokenizer import UNK
+from mingpt.distributed import Processes
 from mingpt.errors import DIVERGED_EXIT, RunDiverged, UserError
+from mingpt.hf import pretrained_state
+from mingpt.trainer import Diverged, Trainer
 from mingpt.utils import set_seed
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -8,10 +8,10 @@ import sys
 
 import torch
 
-from mingpt.data.tokenizer import UNK
 from mingpt.app.checkpoint import load_checkpoint, saved_model, saved_tokenizer
-from mingpt.device import pick_device
 from mingpt.app.settings import get_config, set_threads
+from mingpt.data.tokenizer import UNK
+from mingpt.device import pick_device
 from mingpt.errors import UserError
 
 

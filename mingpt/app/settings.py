@@ -10,14 +10,14 @@ from functools import partial
 
 import torch
 
+from mingpt.config import CfgNode as CN, Check, NOT_EMPTY, above, at_least
 from mingpt.data.dataset import CharDataset
 from mingpt.distributed import micro_batch_size
 from mingpt.errors import fail
+from mingpt.errors import UserError
 from mingpt.model import GPT
 from mingpt.rnn import BiRNNLM, RNNLM
 from mingpt.trainer import Trainer
-from mingpt.config import CfgNode as CN, Check, NOT_EMPTY, above, at_least
-from mingpt.errors import UserError
 
 WANDB_MODES = ("online", "offline", "disabled")
 SEED = Check("in [0, 2**63)", lambda v: 0 <= v < 2**63)

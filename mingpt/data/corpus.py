@@ -10,8 +10,8 @@ import codecs
 import os
 import urllib.request
 
-from mingpt.utils import atomic_open
 from mingpt.errors import UserError
+from mingpt.utils import atomic_open
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 CHUNK_BYTES = 4 << 20

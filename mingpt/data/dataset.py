@@ -11,11 +11,11 @@ import mmap
 import numpy as np
 import torch
 
+from mingpt.config import CfgNode as CN, Check, NOT_EMPTY, at_least
 from mingpt.data.corpus import Corpus, TextCorpus
 from mingpt.data.encode import TokensInMemory
 from mingpt.data.token_cache import load as load_tokens
 from mingpt.data.tokenizer import BPE_DEFAULT_VOCAB, BYTES, TOKENIZERS, TRAINED
-from mingpt.config import CfgNode as CN, Check, NOT_EMPTY, at_least
 from mingpt.errors import UserError
 
 

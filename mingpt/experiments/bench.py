@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mingpt.app.probes import profile_peak_memory, synchronize, time_ms
 from mingpt.attention import banded_attention, fast_attention, naive_attention
 from mingpt.device import pick_device
-from mingpt.app.probes import profile_peak_memory, synchronize, time_ms
 from mingpt.model import GPT
 
 

@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from mingpt.experiments.bench import run_measured
 from mingpt.errors import fail
+from mingpt.experiments.bench import run_measured
 
 # unbuffered, so that each line is timed as it is printed; no __pycache__ beside the checkout's modules
 PEER_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}

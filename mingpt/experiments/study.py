@@ -25,17 +25,17 @@ import sys
 import time
 from typing import Callable, NamedTuple
 
-from mingpt.experiments.bench import median_after_warmup
 from mingpt.app.dashboard import WandbRun
-from mingpt.errors import fail
 from mingpt.app.files import check_writable_folder, save_json, write_csv
-from mingpt.experiments.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
-    run_record, slug, write_record
 from mingpt.app.run import train
 from mingpt.app.sample_text import sample_tokens
 from mingpt.app.settings import get_config
-from mingpt.experiments.study_report import section
+from mingpt.errors import fail
 from mingpt.errors import UserError
+from mingpt.experiments.bench import median_after_warmup
+from mingpt.experiments.records import DamagedRecord, measurement_record, read_record, record_key, record_name, \
+    run_record, slug, write_record
+from mingpt.experiments.study_report import section
 
 # What each scale changes from the course's chargpt run (gpt-mini: 6 layers, n_embd 192, batch 64, block 128,
 # 600 iterations, constant learning rate 5e-4). Studies keep the iteration schedule and the comparison.

@@ -1,32 +1,43 @@
 """
-Published weights as our model: `load_pretrained(name_or_folder)` reads a Hugging Face GPT-2 (one of OpenAI's four
-hub names, or a folder holding one) or a Llama or Mistral folder (what scripts/export_hf.py writes, or any folder
-of that shape) and returns a mingpt.model.GPT, in eval mode with fp32 weights on the CPU, whose logits are those
-of transformers' own model. It lets the project sample from, fine-tune and measure a real checkpoint with its own
-code; mingpt/app/export.py is the way back. `fine_tune` starts a run from a GPT-2 (--model.init_from).
+Hugging Face's models and ours, both ways, for GPT-2 and Llama / Mistral:
 
-Only what our GPT computes exactly is loaded. Whatever it cannot (another activation or attention scaling,
-biases Llama's block lacks, scaled RoPE or another RoPE base, cross-attention), a folder that is missing or
-unreadable, another model family, or a hub name that cannot be fetched, is a UserError of one line.
+- in: `load_pretrained(name_or_folder)` (what GPT.from_pretrained calls) reads a GPT-2 (one of OpenAI's four hub
+  names, or a folder holding one) or a Llama or Mistral folder (what scripts/export_hf.py writes, or any folder of
+  that shape) and returns our GPT, in eval mode with fp32 weights on the CPU, whose logits are those of
+  transformers' own model. Only what our GPT computes exactly is loaded: whatever it cannot (another activation or
+  attention scaling, biases Llama's block lacks, scaled RoPE or another RoPE base, cross-attention), a folder that
+  is missing or unreadable, another model family, or a hub name that cannot be fetched, is a UserError of one line.
+- out: our settings as a GPT2Config, LlamaConfig or MistralConfig and our weights under their names, for a model
+  they compute exactly (check_exportable says what to change otherwise); mingpt/app/export.py writes a run's
+  folder with them.
+
+Two conventions differ and need no conversion: RoPE here rotates the pairs (x_i, x_(i+d/2)), the rotate-half
+layout of Llama's apply_rotary_pos_emb, so q_proj and k_proj keep their rows (Meta's checkpoints, with
+interleaved pairs, are the ones Hugging Face's converter permutes); and positions count from 1 here, from 0
+there, which shifts every query and key by the same angle and leaves every score as it is.
 """
 
 import inspect
 import os
-from typing import NamedTuple
 
 import torch
 
-from mingpt.bpe import FILE_NAMES
-from mingpt.data.tokenizer import GPT2Tokenizer
-from mingpt.app.export import HF_NAMES
-from mingpt.model import GPT, RotaryPositionalEmbeddings
 from mingpt.errors import UserError
+from mingpt.model import GPT, RotaryPositionalEmbeddings
+from mingpt.model_config import LLAMA, is_recurrent, kv_heads, mlp_hidden_size, position_embedding
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # the two names transformers has for our tanh-approximated GELU
 ROPE_BASE = inspect.signature(RotaryPositionalEmbeddings).parameters["base"].default  # what our attention uses
 OFFLINE_HINT = "; without network, give a local folder that holds it"
+HF_NAMES = {"transformer.wte.": "model.embed_tokens.", "transformer.ln_f.": "model.norm.",
+            "transformer.h.": "model.layers.", ".ln_1.": ".input_layernorm.", ".ln_2.": ".post_attention_layernorm.",
+            ".attn.out_proj.": ".self_attn.o_proj.", ".attn.": ".self_attn."}
 OURS = {theirs: ours for ours, theirs in HF_NAMES.items()}  # Llama's names -> ours, in the order export applies
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# in
 
 
 def first_line(error):
@@ -166,43 +177,96 @@ def load_pretrained(name_or_folder):
     return model.eval()
 
 
-class FineTune(NamedTuple):
-    """What --model.init_from starts a run from, checked before anything is written."""
-    name: str
-    hf_config: object  # transformers' config of the checkpoint
-    tokenizer: GPT2Tokenizer
+# -----------------------------------------------------------------------------------------------------------------
+# out
 
 
-FINE_TUNE_FLAGS = {"init_from", "embd_pdrop", "resid_pdrop", "attn_pdrop"}  # the model flags a fine-tune reads
+def unexportable(config):
+    """The settings Llama and Mistral cannot express, as (the run's flag, the flag it needs) pairs."""
+    if is_recurrent(config):
+        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt --model.preset=llama")]
+    wanted = [("norm", config.norm, "rmsnorm"), ("mlp", config.mlp, "swiglu"), ("bias", config.bias, False),
+              ("pos_emb", position_embedding(config), "none"), ("rope", config.rope, True),
+              ("qk_norm", config.qk_norm, False), ("logit_softcap", config.logit_softcap or None, None)]
+    if kv_heads(config) < config.n_query_head:  # with one query head per key/value head the two scores agree
+        wanted.append(("gqa_scores", config.gqa_scores, "per_head"))
+    return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
 
 
-def fine_tune(config):
-    """--model.init_from=NAME: the run's model settings become the GPT-2 checkpoint's (dropouts stay the run's, the
-    position table is cut to --data.block_size, as nanoGPT's crop_block_size does) and its tokenizer GPT-2's (the
-    folder's vocabulary files, else minGPT's cached ones). Returns the FineTune; model flags that the checkpoint
-    decides, another tokenizer, or a context longer than the checkpoint's are one line each."""
-    name = config.model.init_from
-    hf_config, settings = pretrained_settings(name)
-    if hf_config.model_type != "gpt2":
-        raise UserError(f"--model.init_from={name} holds a {hf_config.model_type} model; init_from fine-tunes GPT-2 "
-                        f"with its tokenizer (GPT.from_pretrained loads this one; a run of this lab goes on from "
-                        f"--model.pretrained_folder)")
-    decided = sorted(config.model.given() - FINE_TUNE_FLAGS)
-    if decided:
-        raise UserError(f"--model.init_from={name} takes the model's settings from the checkpoint; drop "
-                        f"{' '.join('--model.' + key for key in decided)}")
-    if "tokenizer" in config.data.given() and config.data.tokenizer != "gpt2":
-        raise UserError(f"--model.init_from={name} reads GPT-2's tokens; drop --data.tokenizer="
-                        f"{config.data.tokenizer} (or give --data.tokenizer=gpt2)")
-    if config.data.block_size > settings["block_size"]:
-        raise UserError(f"--data.block_size={config.data.block_size} is longer than the {settings['block_size']} "
-                        f"positions {name} has; give at most that")
-    has_files = os.path.isdir(name) and any(all(os.path.isfile(os.path.join(name, f)) for f in pair)
-                                            for pair in FILE_NAMES)
-    tokenizer = GPT2Tokenizer.from_folder(name if has_files else None)
-    if len(tokenizer) != hf_config.vocab_size:
-        raise UserError(f"{name} has {hf_config.vocab_size} tokens but its GPT-2 vocabulary files have "
-                        f"{len(tokenizer)}; give a folder with the model's own vocab.json and merges.txt")
-    config.data.tokenizer = "gpt2"
-    config.model.merge_from_dict({k: v for k, v in settings.items() if k not in ("vocab_size", "block_size")})
-    return FineTune(name, hf_config, tokenizer)
+def not_gpt2(config):
+    """What GPT-2's own block (minGPT's: LayerNorm, GELU, biases, a learned table, multi-head attention, no window)
+    lacks of this model, as (the run's flag, the flag it needs) pairs; [] for GPT-2's model."""
+    if is_recurrent(config):
+        return [(f"--model.model_type={config.model_type}", "--model.model_type=gpt")]
+    wanted = [("norm", config.norm, "layernorm"), ("mlp", config.mlp, "gelu"), ("bias", config.bias, True),
+              ("rope", config.rope, False), ("pos_emb", position_embedding(config), "learned"),
+              ("window", config.window, 0), ("qk_norm", config.qk_norm, False),
+              ("logit_softcap", config.logit_softcap or None, None)]
+    if kv_heads(config) < config.n_query_head:
+        wanted.append(("n_kv_head", config.n_kv_head, None))
+    return [(f"--model.{key}={has}", f"--model.{key}={needs}") for key, has, needs in wanted if has != needs]
+
+
+def check_exportable(config, source):
+    problems, gpt2 = unexportable(config), not_gpt2(config)
+    if problems and gpt2:
+        has, needs = zip(*problems)
+        preset = all(flag.split("=")[0].removeprefix("--model.") in LLAMA for flag in needs)
+        gpt2_has, gpt2_needs = zip(*gpt2)
+        raise UserError(f"{source} cannot be exported: Hugging Face's Llama and Mistral cannot compute "
+                        f"{' '.join(has)}; train with {' '.join(needs)}"
+                        f"{' (--model.preset=llama sets them all)' if preset else ''}, or, for GPT-2, which cannot "
+                        f"compute {' '.join(gpt2_has)}, with {' '.join(gpt2_needs)}")
+
+
+def gpt2_config(config):
+    """The GPT2Config of a model that is GPT-2's: its own head (not tied to the embedding, as minGPT keeps it)."""
+    from transformers import GPT2Config
+    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                      n_layer=config.n_layer, n_head=config.n_query_head, n_inner=config.mlp_hidden,
+                      activation_function="gelu_new", layer_norm_epsilon=config.norm_eps, resid_pdrop=0.0,
+                      embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=config.tie_embeddings, dtype="float32",
+                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
+def gpt2_state_dict(state):
+    """Our parameter names -> GPT-2's: q, k and v side by side in c_attn, and the (in, out) weights of its Conv1D
+    layers, the transpose of nn.Linear's."""
+    renamed = {}
+    for name, tensor in state.items():
+        if ".attn.q_proj." in name:
+            parts = [state[name.replace("q_proj", proj)] for proj in ("q_proj", "k_proj", "v_proj")]
+            name, tensor = name.replace("q_proj", "c_attn"), torch.cat(parts)
+        elif ".attn.k_proj." in name or ".attn.v_proj." in name:
+            continue
+        name = name.replace(".attn.out_proj.", ".attn.c_proj.")
+        conv1d = name.endswith(".weight") and any(f".{layer}." in name for layer in ("c_attn", "c_proj", "c_fc"))
+        renamed[name] = tensor.t().contiguous() if conv1d else tensor
+    return renamed
+
+
+def hf_config(config, rope_base):
+    """The LlamaConfig, or with a window the MistralConfig, of a model that passed check_exportable. A window w
+    here lets a token see itself and the w // 2 tokens before it; Mistral's sliding_window counts the token too."""
+    from transformers import LlamaConfig, MistralConfig
+    common = dict(vocab_size=config.vocab_size, hidden_size=config.n_embd, intermediate_size=mlp_hidden_size(config),
+                  num_hidden_layers=config.n_layer, num_attention_heads=config.n_query_head,
+                  num_key_value_heads=kv_heads(config), head_dim=config.n_embd // config.n_query_head,
+                  hidden_act="silu", max_position_embeddings=config.block_size, rms_norm_eps=config.norm_eps,
+                  rope_parameters={"rope_type": "default", "rope_theta": float(rope_base)},
+                  tie_word_embeddings=config.tie_embeddings, attention_dropout=0.0, dtype="float32",
+                  # no token ends a sequence here: Llama's default eos id 2 would stop generation at that character
+                  bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    if config.window:
+        return MistralConfig(sliding_window=config.window // 2 + 1, **common)
+    return LlamaConfig(attention_bias=False, mlp_bias=False, **common)
+
+
+def hf_state_dict(state):
+    """Our parameter names -> Llama's (lm_head and the SwiGLU's gate/up/down_proj are already theirs)."""
+    renamed = {}
+    for name, tensor in state.items():
+        for ours, theirs in HF_NAMES.items():  # in order: out_proj's own name before the other .attn. ones
+            name = name.replace(ours, theirs, 1)
+        renamed[name] = tensor
+    return renamed
