@@ -24,6 +24,8 @@ writeup's formulas, a naive loop, or torch's own modules):
     tests/test_export.py        the export to Hugging Face transformers against its Llama / Mistral
     tests/test_pretrained.py    GPT-2, Llama and Mistral folders loaded into our GPT, against transformers' logits
     tests/test_bpe.py           minGPT's GPT-2 BPE (mingpt/bpe.py) against transformers' and tokenizers' ids
+    tests/test_numerics.py      the gradient norm, divergence (exit 3, nothing lost, torchrun), float16 and its scaler,
+                                auto_dtype
     tests/test_mingpt_api.py    minGPT's API: presets, n_head, the Trainer on a Dataset, callbacks, set_seed, CfgNode
     tests/test_finetune.py      --model.init_from (fine-tuning GPT-2), --data.tokenizer=gpt2, GPT.from_pretrained
     tests/test_dropout.py       the cheap CPU dropout mask against torch's nn.Dropout

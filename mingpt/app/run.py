@@ -279,10 +279,6 @@ def train(config, callbacks=()):
         if ignored:
             print(f"warning: {why} does not use {', '.join(ignored)}; ignoring {'it' if len(ignored) == 1 else 'them'}",
                   file=sys.stderr)
-    C = config.trainer
-    if C.lr_schedule != "constant" and C.max_iters is not None and C.warmup_iters > C.max_iters:
-        print(f"warning: --trainer.warmup_iters={C.warmup_iters} is above --trainer.max_iters={C.max_iters}: the "
-              f"learning rate never reaches its peak {C.learning_rate}", file=sys.stderr)
     work_dir = config.system.work_dir
     check_writable_folder(work_dir, "--system.work_dir")
     check_temporary_folder()
@@ -344,6 +340,9 @@ def run_training(run):
     """Train a checked Run: the trainer, the resume, the loop, the files (written by rank 0 alone)."""
     config, model, processes, resume = run.config, run.model, run.processes, run.resume
     work_dir, C = config.system.work_dir, config.trainer
+    if C.lr_schedule != "constant" and C.max_iters is not None and C.warmup_iters > C.max_iters:
+        print(f"warning: --trainer.warmup_iters={C.warmup_iters} is above --trainer.max_iters={C.max_iters}: the "
+              f"learning rate never reaches its peak {C.learning_rate}", file=sys.stderr)
     trainer = Trainer(C, model, run.dataset, processes, run.started)
     trainer.logs = new_logs(trainer.device)  # the run's (mingpt.app.metrics.LOG_LISTS), filled by RunFiles
     if trainer.compile_s is not None:
