@@ -37,15 +37,15 @@ def main(argv):
                 sample(config)
             else:
                 train(config)
-        except UserError as e:
+        except (UserError, RunDiverged) as e:
             if not main_process:
-                # torchrun stops every process once one exits: give rank 0, which fails the same checks, the time
-                # to print why before this silent one exits
+                # torchrun stops every process once one exits: give rank 0, which fails the same checks (or
+                # diverges at the same step), the time to print why before this silent one exits
                 time.sleep(RANK0_GRACE_S)
+            if isinstance(e, RunDiverged):
+                print(f"error: {e}", file=sys.stderr)
+                return DIVERGED_EXIT
             return report(e)
-        except RunDiverged as e:
-            print(f"error: {e}", file=sys.stderr)
-            return DIVERGED_EXIT
         except KeyboardInterrupt as e:  # a run that saved a checkpoint says where it is
             print("interrupted" + (f": {e}" if e.args else ""), file=sys.stderr)
             return 130

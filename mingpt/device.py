@@ -1,12 +1,14 @@
 """
 Which device a run may use and what it is good at: the --trainer.device check and what "auto" means, native bf16,
-and whether torch.compile can compile there.
+the half precision that --trainer.dtype=auto means there (auto_dtype), whether autocast can run a dtype there, and
+whether torch.compile can compile there.
 """
 
 import importlib.util
 import os
 import shutil
 import sys
+import warnings
 
 import torch
 
@@ -64,13 +66,41 @@ def compile_problem(device):
     return None
 
 
-def native_bf16(device_type):
-    """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU that supports bf16, or a CPU with AMX
-    or AVX512-BF16 (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32
-    (the README's training benchmark measures it)."""
+def native_bf16(device_type, capability=None):
+    """Whether this machine multiplies bf16 matrices in hardware: a CUDA GPU of compute capability 8.0 and up
+    (Ampere on; capability: CUDA's (major, minor), None asks the current GPU), or a CPU with AMX or AVX512-BF16
+    (torch's own capability queries). Elsewhere bf16 is emulated, and many times slower than fp32 (the README's
+    training benchmark measures it): torch.cuda.is_bf16_supported() says yes to that emulation on a T4 or a V100."""
     if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        major, _ = capability if capability is not None else torch.cuda.get_device_capability()
+        return major >= 8
     if device_type == "cpu":
         return any(getattr(torch.cpu, query, lambda: False)()
                    for query in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
     return False
+
+
+def auto_dtype(device_type, capability=None):
+    """The torch.dtype that --trainer.dtype=auto means on `device_type`: bfloat16 where it is native (CUDA compute
+    capability 8.0 and up; CPUs with AMX or AVX512-BF16), float16 with loss scaling on older CUDA GPUs (a T4, a
+    V100: capability 6.x and 7.x) and on MPS (what its autocast has everywhere), float32 elsewhere. capability:
+    CUDA's (major, minor) of the GPU in question; None asks the current one."""
+    if device_type == "cuda":
+        return torch.bfloat16 if native_bf16("cuda", capability) else torch.float16
+    if device_type == "mps":
+        return torch.float16
+    return torch.bfloat16 if native_bf16(device_type) else torch.float32
+
+
+def autocast_problem(device_type, dtype):
+    """Why torch.autocast cannot run `dtype` on `device_type` here (None when it can): torch refuses, or warns that
+    it turns autocast off."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.autocast(device_type, dtype=dtype):
+                pass
+        except (RuntimeError, ValueError) as e:
+            return str(e).strip().splitlines()[0]
+    disabled = [w for w in caught if "autocast" in str(w.message).lower()]
+    return str(disabled[0].message).strip().splitlines()[0] if disabled else None

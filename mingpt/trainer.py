@@ -9,7 +9,7 @@ iter_dt and loss, and max_iters=None to train until stopped; its default config 
 rate of 3e-4, fp32) and it prints only minGPT's "running on device" line. Added, each off by default or read only
 where the data has it: a dataset with batches of its own (chargpt's CharDataset: get_batch and get_eval_batch) is
 read with them and evaluated on both splits; a warm-up + cosine (or warm-up / stable / decay) learning-rate
-schedule; Muon beside AdamW; bf16 autocast; torch.compile, compiled before the first step so that its time is
+schedule; Muon beside AdamW; bf16 and float16 autocast (float16 with loss scaling); torch.compile, compiled before the first step so that its time is
 apart from the iterations'; gradient accumulation and torchrun's processes; per-iteration metrics and
 evaluations for the callbacks to record; state_dict/load_state_dict for exact resumption. What a run prints,
 saves and logs, and when it stops early, is its callbacks' (chargpt's: mingpt/app/run.py).
@@ -24,13 +24,13 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
-from mingpt.device import DEVICES, compile_problem, device_problem, native_bf16, pick_device
+from mingpt.device import DEVICES, auto_dtype, autocast_problem, compile_problem, device_problem, pick_device
 from mingpt.distributed import Processes, micro_batch_size
 from mingpt.errors import UserError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 OPTIMIZERS = ("adamw", "muon")
-DTYPES = ("auto", "float32", "bfloat16")
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def check_schedule(config):
@@ -90,8 +90,10 @@ class Trainer:
         C.set("decay_fraction", 0.2, "wsd: the last fraction of lr_decay_iters over which it decays linearly",
               check=Check("in (0, 1]", lambda v: 0 < v <= 1), used=lambda c: c.lr_schedule == "wsd")
         C.set("min_lr", 5e-5, "learning rate at the end of the cosine and wsd schedules", check=at_least(0))
-        C.set("dtype", "float32", "auto is bfloat16 autocast where the hardware has native bf16 (CUDA; CPUs with AMX "
-              "or AVX512-BF16), else float32", choices=DTYPES)
+        C.set("dtype", "float32", "autocast dtype; auto: mingpt.device.auto_dtype, bfloat16 where the hardware has "
+              "it natively (CUDA 8.0+, CPUs with AMX or AVX512-BF16), float16 with loss scaling on older CUDA GPUs and "
+              "MPS, else float32; float16 scales the loss (torch.amp.GradScaler) and skips the steps it overflows",
+              choices=tuple(DTYPES))
         C.set("eval_interval", 100, "evaluate train and val loss every this many steps (0: only at the end), for "
               "datasets with evaluation batches (get_eval_batch)", check=at_least(0))
         C.set("eval_iters", 20, "batches per split in each evaluation", check=at_least(1))
@@ -124,9 +126,17 @@ class Trainer:
         self.processes.start(self.device)
         self.model = self.model.to(self.device)
         print("running on device", self.device)
-        bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and native_bf16(self.device_type))
-        self.autocast_dtype = torch.bfloat16 if bf16 else None
-        self.dtype_name = "bfloat16" if bf16 else "float32"
+        dtype = DTYPES[config.dtype] or auto_dtype(self.device_type)
+        problem = autocast_problem(self.device_type, dtype) if dtype != torch.float32 else None
+        if problem:
+            raise UserError(f"--trainer.dtype={config.dtype}: autocast cannot run {dtype} on {self.device_type} here "
+                            f"({problem}); use --trainer.dtype=float32")
+        self.autocast_dtype = None if dtype == torch.float32 else dtype
+        self.dtype_name = str(dtype).removeprefix("torch.")
+        # float16's narrow range: the loss is scaled up before backward, the gradients down before clipping, and a
+        # step whose gradients overflowed is skipped while the scale shrinks (skipped_step says so)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=dtype == torch.float16)
+        self.skipped_step = False
 
         self.optimizer = model.configure_optimizers(config)
         self.compiled = torch.compile(self.model) if config.compile else self.model  # what steps and evaluations call
@@ -272,6 +282,8 @@ class Trainer:
         }
         if self.device_type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
         return state
 
     def load_state_dict(self, state):
@@ -287,6 +299,8 @@ class Trainer:
         self.started -= state.get("elapsed_s", 0.0)
         if "cuda_rng" in state and self.device_type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if "scaler" in state and self.scaler.is_enabled():  # a run that changes to float16 starts a fresh scale
+            self.scaler.load_state_dict(state["scaler"])
         if self.processes.rank:  # the checkpoint holds rank 0's dropout RNG; the others draw fresh masks
             torch.manual_seed(self.seed + self.processes.rank + self.processes.world_size * self.iters_done)
 
@@ -309,6 +323,8 @@ class Trainer:
             self.metrics = {"iter": self.iters_done, "loss": loss, "lr": lr, "iter_ms": iter_dt * 1000,
                             "tokens_per_s": x.numel() / iter_dt, "grad_norm": self.grad_norm,
                             "clipped": int(bool(clip) and self.grad_norm > clip)}
+            if self.scaler.is_enabled():  # the scale the next step will use, and whether this one was skipped
+                self.metrics.update(loss_scale=self.scaler.get_scale(), skipped=int(self.skipped_step))
             self.trigger_callbacks("on_step_end")  # where the lab adds what it measured during the step
             self.last_eval = None
             if self.evaluates and ((config.eval_interval and self.iters_done % config.eval_interval == 0)
@@ -336,17 +352,21 @@ class Trainer:
             with contextlib.nullcontext() if last or model is self.model else model.no_sync():
                 with self.autocast():
                     _, loss = model(xm, ym)
-                (loss / len(micro_batches)).backward()
+                self.scaler.scale(loss / len(micro_batches)).backward()
             losses.append(loss.detach())
+        self.scaler.unscale_(self.optimizer)
         # the norm of the averaged gradients, the same in every process; an infinite limit scales by exactly 1
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip or math.inf)
         # one all-reduce carries the loss and whether any process was asked to stop, so that all stop together;
         # .item()/.tolist() wait for the device, so the caller's timing is this step's own
         loss, stops = self.processes.sum([(sum(losses) / len(losses)).item(), float(self.interrupted)])
         loss, self.grad_norm = loss / self.processes.world_size, norm.item()
-        if not (math.isfinite(loss) and math.isfinite(self.grad_norm)):
+        # float16's overflowed gradients are the scaler's to skip; anything else not finite is divergence
+        self.skipped_step = self.scaler.is_enabled() and not math.isfinite(self.grad_norm)
+        if not math.isfinite(loss) or not (math.isfinite(self.grad_norm) or self.skipped_step):
             raise Diverged(self.iters_done + 1, loss, self.grad_norm)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.stop_requested = stops > 0
         self.loss = torch.tensor(loss)
         return loss

@@ -11,7 +11,10 @@ The checks:
   probabilities and K/V must take and the course's reference figures (Spring 2024: MHA 78.02 MB, GQA 1/2/3
   21.1 / 42.2 / 51.1 MB per layer). PASS: at least the probabilities, and fewer kv heads keep less.
 - probe_time: the same probe's CUDA-event times per layer (PASS: positive and below a second).
-- bf16_training: 20 training iterations with trainer.dtype=auto (bf16 autocast on CUDA); PASS: the loss falls.
+- bf16_training: 20 training iterations with trainer.dtype=auto (bf16 autocast where the GPU has it natively,
+  compute capability 8.0 and up; float16 below); PASS: the loss falls and auto picked mingpt.device.auto_dtype's.
+- float16_training: the same 20 iterations with trainer.dtype=float16 (GradScaler); PASS: the loss falls and the
+  loss scale is logged for every step.
 - window_kernel: the banded sliding-window kernel against the naive one, forward and backward (fp32 within
   1e-5, bf16 within 2e-2), and its peak memory against naive's at T=4096.
 - cached_generation: cached and uncached greedy generation give the same tokens (RoPE, GQA, window, tables).
@@ -36,6 +39,7 @@ import tempfile
 import torch
 
 from mingpt.app.files import machine_info, save_json
+from mingpt.device import auto_dtype
 from mingpt.app.probes import AttentionProbe
 from mingpt.app.run import train
 from mingpt.app.sample_text import sample
@@ -87,19 +91,28 @@ def corpus_in(work_dir):
     return corpus
 
 
-def check_training(work_dir):
-    corpus = corpus_in(work_dir)
+def train_quietly(work_dir, corpus, *flags):
     config = get_config()
-    config.merge_from_args([f"--data.input_file={corpus}", f"--system.work_dir={work_dir}/run",
+    config.merge_from_args([f"--data.input_file={corpus}", f"--system.work_dir={work_dir}",
                             "--system.wandb=disabled", "--trainer.device=cuda", "--trainer.max_iters=20",
                             "--trainer.eval_interval=0", "--trainer.sample_interval=0", "--trainer.log_interval=20",
-                            "--trainer.warmup_iters=5", "--trainer.learning_rate=2e-3"])
+                            "--trainer.warmup_iters=5", "--trainer.learning_rate=2e-3", *flags])
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = train(config)
     losses = trainer.logs["train_losses"]
     falls = sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.1
-    result = [("bf16_training", falls and trainer.dtype_name == "bfloat16",
-               f"{trainer.dtype_name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in 20 iterations")]
+    return config, trainer, falls, f"{trainer.dtype_name}: loss {losses[0]:.3f} -> {losses[-1]:.3f} in 20 iterations"
+
+
+def check_training(work_dir):
+    corpus = corpus_in(work_dir)
+    config, trainer, falls, line = train_quietly(f"{work_dir}/run", corpus)
+    auto = str(auto_dtype("cuda")).removeprefix("torch.")
+    result = [("bf16_training", falls and trainer.dtype_name == auto, f"{line} (auto_dtype: {auto})")]
+    _, half, falls, line = train_quietly(f"{work_dir}/run_fp16", corpus, "--trainer.dtype=float16")
+    scales = half.logs["loss_scales"]
+    result.append(("float16_training", falls and len(scales) == 20,
+                   f"{line}; loss scale {scales[-1]:g}, {sum(half.logs['skipped_steps'])} steps skipped"))
     config.merge_from_args(["--sample.only=True", "--trainer.device=cpu", "--sample.max_new_tokens=50"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -208,7 +221,8 @@ def main():
     print(machine_info())
     with tempfile.TemporaryDirectory() as work_dir:
         results = run_checks([("probe_memory, probe_time", check_probes),
-                              ("bf16_training, cuda_checkpoint_on_cpu", lambda: check_training(work_dir)),
+                              ("bf16_training, float16_training, cuda_checkpoint_on_cpu",
+                               lambda: check_training(work_dir)),
                               ("window_kernel", check_window), ("cached_generation", check_generation),
                               ("torchrun_nccl", lambda: check_torchrun(work_dir)),
                               ("device_tests", check_device_tests)])

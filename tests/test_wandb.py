@@ -24,8 +24,8 @@ def test_every_metric_is_declared_once():
     assert len(set(keys)) == len(keys) and len(set(logs)) == len(logs) and set(METRICS) == set(keys)
     assert LOG_LISTS == ("train_losses", "val_losses", "val_bpc", "eval_train_losses", "eval_elapsed_s",
                          "attention_computation_time", "attention_computation_memory", "attention_peak_memory_mib",
-                         "learning_rates", "iter_time_ms", "tokens_per_s", "grad_norms", "clipped", "compile_s", "samples",
-                         "resumes")
+                         "learning_rates", "iter_time_ms", "tokens_per_s", "grad_norms", "clipped", "loss_scales",
+                         "skipped_steps", "compile_s", "samples", "resumes")
 
 
 @pytest.fixture

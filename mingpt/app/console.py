@@ -38,6 +38,8 @@ class Console:
             attn_ms, attn_mib = m.get("attention_ms"), m.get("attention_mib")
             attn = f"; attn {attn_ms:.2f}ms, {attn_mib:.2f}MiB" if attn_ms is not None else ""
             clipped = " (clipped)" if m["clipped"] else ""
+            if "loss_scale" in m:  # float16
+                clipped += f", loss scale {m['loss_scale']:g}" + (" (step skipped)" if m["skipped"] else "")
             self.say(f"iter {it}: loss {m['loss']:.4f}, lr {m['lr']:.2e}, grad norm {m['grad_norm']:.3g}{clipped}, "
                      f"{m['iter_ms']:.0f}ms/iter, {m['tokens_per_s']:.0f} tok/s{attn}{self.time_left(trainer)}")
         ev = trainer.last_eval

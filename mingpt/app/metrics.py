@@ -52,6 +52,10 @@ METRICS = tuple(Metric(*row) for row in (
      "divergence"),
     ("clipped", ITERATION, "clipped", "train/clipped",
      "1 when clipping scaled the step's gradient down (its norm above --trainer.grad_norm_clip), else 0"),
+    ("loss_scale", ITERATION, "loss_scales", "train/loss_scale",
+     "--trainer.dtype=float16 only: the loss scale of torch.amp.GradScaler after the iteration's step"),
+    ("skipped", ITERATION, "skipped_steps", "train/skipped",
+     "--trainer.dtype=float16 only: 1 when the step's scaled gradients overflowed and the scaler skipped it, else 0"),
     ("compile_s", RUN, "compile_s", "perf/compile_s",
      "seconds torch.compile took to compile the training and evaluation graphs before the first step "
      "(--trainer.compile), apart from every iter_ms; train_logs.json: one per start of the run (the first, each "
