@@ -19,6 +19,7 @@ there, which shifts every query and key by the same angle and leaves every score
 
 import inspect
 import os
+from functools import partial
 
 import torch
 
@@ -51,6 +52,22 @@ def refuse_unless_empty(problems, source, family):
         raise UserError(f"{source}: our GPT cannot compute this {family}'s {', '.join(problems)}")
 
 
+def from_folder_cache_or_hub(load, name):
+    """load(name, ...) from a folder, else from the Hugging Face cache where it holds the files, else from the hub
+    once a single request reached it: without network the hub client retries each download for ~25 s, printing
+    every try, while one request without retries fails at once. The hub's refusal is an OSError, as load's are."""
+    if not os.path.isdir(name):
+        try:
+            return load(name, local_files_only=True)
+        except OSError:  # not in the cache
+            from huggingface_hub import get_hf_file_metadata, hf_hub_url
+            try:
+                get_hf_file_metadata(hf_hub_url(name, "config.json"))
+            except Exception as e:  # the client raises httpx's errors and its own (offline mode, HTTP status)
+                raise OSError(first_line(e)) from None
+    return load(name)
+
+
 def read_config(name):
     from transformers import AutoConfig
     if not os.path.isdir(name):
@@ -60,7 +77,7 @@ def read_config(name):
     elif not os.path.isfile(os.path.join(name, "config.json")):
         raise UserError(f"{name} has no config.json, so it is not a Hugging Face model folder")
     try:
-        return AutoConfig.from_pretrained(name)
+        return from_folder_cache_or_hub(AutoConfig.from_pretrained, name)
     except (OSError, ValueError) as e:  # no network, invalid JSON, no or an unknown model_type
         if not os.path.isdir(name):
             raise UserError(f"cannot fetch {name} from the Hugging Face hub ({first_line(e)}){OFFLINE_HINT}") from None
@@ -152,8 +169,8 @@ def pretrained_state(name, hf_config):
     """The checkpoint's weights under our names (fp32, CPU)."""
     from transformers import AutoModelForCausalLM
     try:
-        hf, info = AutoModelForCausalLM.from_pretrained(name, config=hf_config, dtype=torch.float32,
-                                                        output_loading_info=True)
+        hf, info = from_folder_cache_or_hub(partial(AutoModelForCausalLM.from_pretrained, config=hf_config,
+                                                    dtype=torch.float32, output_loading_info=True), name)
     except Exception as e:  # no weights file, no network, a truncated or foreign file: the loaders raise many kinds
         hint = "" if os.path.isdir(name) else OFFLINE_HINT  # a hub name whose config was cached, not its weights
         raise UserError(f"cannot load the weights of {name}: {first_line(e)}{hint}") from None

@@ -23,13 +23,16 @@ from collections import defaultdict
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from mingpt.config import CfgNode as CN, Check, above, at_least, between, each
+from mingpt.config import CfgNode as CN, Check, at_least, between, each
 from mingpt.device import DEVICES, auto_dtype, autocast_problem, compile_problem, device_problem, pick_device
 from mingpt.distributed import Processes, micro_batch_size
 from mingpt.errors import UserError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 OPTIMIZERS = ("adamw", "muon")
+# a learning rate multiplies float32 tensors: torch refuses a larger one mid-step (after files are written)
+LEARNING_RATE = Check(f"> 0 and at most {torch.finfo(torch.float32).max:.3g} (float32's largest)",
+                      lambda v: 0 < v <= torch.finfo(torch.float32).max)
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -76,9 +79,9 @@ class Trainer:
         C.set("optimizer", "adamw", "adamw: AdamW for every weight; muon: torch's Muon (momentum orthogonalised by "
               "Newton-Schulz) for the 2-D weights inside the blocks, AdamW for embeddings, head, norms and biases",
               choices=OPTIMIZERS)
-        C.set("learning_rate", 3e-4, "peak AdamW learning rate", check=above(0))
+        C.set("learning_rate", 3e-4, "peak AdamW learning rate", check=LEARNING_RATE)
         C.set("muon_lr", 0.02, "peak Muon learning rate (--trainer.optimizer=muon), scaled by the schedule as "
-              "learning_rate is", check=above(0), used=lambda c: c.optimizer == "muon")
+              "learning_rate is", check=LEARNING_RATE, used=lambda c: c.optimizer == "muon")
         C.set("betas", (0.9, 0.95), "AdamW betas", check=each(between(0, 1, high_open=True)))
         C.set("weight_decay", 0.1, "weight decay of Linear weights (AdamW's, and Muon's matrices')", check=at_least(0))
         C.set("grad_norm_clip", 1.0, "clip the gradient norm to this value (0: no clipping)", check=at_least(0))

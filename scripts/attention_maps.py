@@ -23,6 +23,7 @@ from mingpt.errors import UserError
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.error = fail  # a missing or malformed argument is one line, exit 2, as every bad input
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a trained run's folder (its --system.work_dir)")
     parser.add_argument("--prompt", default=get_config().sample.prompt, help="the text whose attention is drawn "
                         "(default: chargpt's --sample.prompt default, %(default)r)")

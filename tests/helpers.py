@@ -90,6 +90,13 @@ def assert_one_line_error(proc, *needles):
         assert needle in lines[0], lines[0]
 
 
+def snapshot(folder):
+    """Every file and folder under `folder` (a pathlib.Path), a file with its bytes and modification time: equal
+    before and after a refusal when nothing was written, changed or removed."""
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) if path.is_file() else None
+            for path in sorted(folder.rglob("*"))}
+
+
 def full_forward_greedy_matches(model, seq, prompt_len):
     """Each generated token is the argmax of one full forward pass over the whole sequence."""
     logits, _ = model(seq)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import ROOT, assert_one_line_error, checkout_env, model_config, tiny_config, wandb_runs
+from helpers import ROOT, assert_one_line_error, checkout_env, model_config, snapshot, tiny_config, wandb_runs
 from mingpt.app.attention_maps import attention_maps, plot_attention_maps
 from mingpt.app.probes import AttentionProbe
 from mingpt.app.run import train
@@ -224,12 +224,14 @@ def test_script_writes_the_figure_into_the_run_folder(trained_run):
     (["--prompt", "ROMEO"], "characters 'EMR' are not in the vocabulary"),
     (["--layers", "2"], "layer 2 is out of range"),
     (["--heads", "0", "4"], "head 4 is out of range: the model has 4 query heads"),
+    (["--layers", "abc"], "argument --layers: invalid int value: 'abc'"),
+    (["--heads"], "argument --heads: expected at least one argument"),
 ])
 def test_script_bad_input_is_one_line_and_writes_nothing(trained_run, args, needle):
     (trained_run / "attention_maps.png").unlink(missing_ok=True)
-    before = sorted(os.listdir(trained_run))
+    before = snapshot(trained_run)
     assert_one_line_error(draw(trained_run, *args), needle)
-    assert sorted(os.listdir(trained_run)) == before
+    assert snapshot(trained_run) == before
 
 
 def test_script_without_a_model_is_one_line(tmp_path):

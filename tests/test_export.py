@@ -13,7 +13,7 @@ import unicodedata
 import pytest
 import torch
 
-from helpers import ROOT, assert_one_line_error, checkout_env, made_up_text, tiny_config
+from helpers import ROOT, assert_one_line_error, checkout_env, made_up_text, snapshot, tiny_config
 from mingpt.app.checkpoint import load_checkpoint, load_state_into, model_file, saved_model_config
 from mingpt.app.export import WORD_PIECES_ONIGURUMA, export
 from mingpt.app.files import save_torch
@@ -243,6 +243,32 @@ def test_cli_refusals_are_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     assert_one_line_error(export_cli(llama, tmp_path / "file"), "OUT_DIR")
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.slow  # a subprocess imports torch and transformers
+def test_cli_without_out_dir_is_one_line(tmp_path):
+    run = saved_run(tmp_path / "llama", "--model.preset=llama")
+    before = snapshot(tmp_path)
+    assert_one_line_error(export_cli(run), "the following arguments are required: OUT_DIR")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.slow  # a subprocess imports torch and transformers
+def test_a_folder_that_holds_anything_is_refused_and_left_as_it_was(tmp_path):
+    run = saved_run(tmp_path / "llama", "--model.preset=llama")
+    out = tmp_path / "other_model"
+    out.mkdir()
+    (out / "config.json").write_text('{"model_type": "bert"}')
+    before = snapshot(tmp_path)
+    assert_one_line_error(export_cli(run, out), f"OUT_DIR={out} already holds config.json", "new or empty folder")
+    assert snapshot(tmp_path) == before
+    for name in ("a", "b", "c"):
+        (out / name).mkdir()
+    with pytest.raises(UserError, match=r"already holds a, b, c and more; export into a new or empty folder"):
+        export(run, out)
+    (out / "empty").mkdir()
+    export(run, out / "empty")  # an empty folder is written into
+    assert (out / "empty" / "config.json").exists()
 
 
 @pytest.mark.slow  # a subprocess imports torch and transformers

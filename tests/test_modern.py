@@ -422,6 +422,24 @@ def test_recipe_flags_and_flags_after_it(text_file, tmp_path):
     assert config["sample"]["prompt"] == "O God, O God!"  # a line is one argument, spaces and all
 
 
+def test_a_comment_after_any_value_is_cut_alike(tmp_path):
+    recipe = tmp_path / "recipe.txt"
+    recipe.write_text("--trainer.max_iters=5   # five\n--sample.prompt=O God!\t# Hamlet\n  # indented\n"
+                      "--system.work_dir=out/a#b # a # with no space before it is the value's\n")
+    assert read_recipe(str(recipe)) == ["--trainer.max_iters=5", "--sample.prompt=O God!",
+                                        "--system.work_dir=out/a#b"]
+    config = config_from_flags([f"@{recipe}"])
+    assert config.trainer.max_iters == 5 and config.sample.prompt == "O God!" and config.system.work_dir == "out/a#b"
+
+
+def test_a_recipe_with_a_byte_order_mark_is_read(tmp_path):
+    recipe = tmp_path / "recipe.txt"
+    recipe.write_text("--model.n_layer=1\n# saved by an editor that marks UTF-8\n", encoding="utf-8-sig")
+    assert recipe.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert read_recipe(str(recipe)) == ["--model.n_layer=1"]
+    assert config_from_flags([f"@{recipe}"]).model.n_layer == 1
+
+
 @pytest.mark.parametrize("content, needle", [
     (None, "no such recipe file"),
     ("--model.n_layer=2\nmodel.n_layer\n", "line 2: 'model.n_layer' is not a --node.key=value flag"),

@@ -9,11 +9,12 @@ is refused in one line.
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, assert_one_line_error, run_cli
 from mingpt.app.checkpoint import model_file
 from mingpt.app.export import export
 from mingpt.app.files import save_torch
@@ -222,3 +223,44 @@ def test_from_pretrained_loads_nothing_above_the_library(tmp_path, name):
                           env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "GPT []"
+
+
+@pytest.fixture
+def hub_unreachable(tmp_path, monkeypatch):
+    """The hub as without network, in this process and in the programs it starts: its address a local port that
+    refuses connections (bound, never listening), an empty cache, offline mode off. The hub client retries a
+    refused download five times (~25 s), logging each try, where offline mode would refuse at once."""
+    import socket
+    import huggingface_hub.constants
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{port.getsockname()[1]}"
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)  # no folder named gpt2 here
+    with port:
+        yield tmp_path / "hub"
+
+
+def test_hub_name_without_network_is_one_line_at_once(hub_unreachable, tmp_path):
+    start = time.perf_counter()
+    proc = run_cli("--model.init_from=gpt2", f"--system.work_dir={tmp_path / 'run'}", "--system.wandb=disabled")
+    assert_one_line_error(proc, "cannot fetch gpt2 from the Hugging Face hub", "Connection refused", "local folder")
+    assert time.perf_counter() - start < 20  # the client's retries alone wait 23 s
+    assert not (tmp_path / "run").exists()
+
+
+def test_cached_config_without_cached_weights_and_network_is_one_line(hub_unreachable, capfd):
+    snapshot = hub_unreachable / "models--gpt2" / "snapshots" / ("0" * 40)
+    transformers.GPT2Config(**GPT2).save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    refused("gpt2", "cannot load the weights of gpt2", "Connection refused", "local folder")
+    assert "Retrying" not in capfd.readouterr().err

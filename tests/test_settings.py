@@ -19,6 +19,9 @@ BAD_VALUES = [  # (flags, words the one-line error must contain)
     (["--model.n_embd=0"], "--model.n_embd=0"),
     (["--model.n_layer=-1"], "--model.n_layer=-1"),
     (["--trainer.learning_rate=-1"], "--trainer.learning_rate"),
+    # a rate that float32 cannot hold overflowed inside the optimizer's step, after the run had written its files
+    (["--trainer.optimizer=muon", "--trainer.muon_lr=1e300"], "--trainer.muon_lr=1e+300 must be > 0 and at most 3.4e+38"),
+    (["--trainer.learning_rate=1e39"], "--trainer.learning_rate=1e+39 must be > 0 and at most 3.4e+38"),
     (["--trainer.betas=1.5"], "--trainer.betas"),
     (["--model.attn_pdrop=1.5"], "--model.attn_pdrop=1.5"),
     (["--trainer.weight_decay=-1"], "--trainer.weight_decay"),
@@ -70,7 +73,7 @@ BAD_VALUES = [  # (flags, words the one-line error must contain)
     (["--data.input_file="], "--data.input_file"),
     # choices
     (["--trainer.lr_schedule=linear"], "--trainer.lr_schedule=linear"),
-    (["--trainer.dtype=float16"], "--trainer.dtype=float16"),
+    (["--trainer.dtype=float8"], "--trainer.dtype=float8"),
     (["--model.model_type=lstm"], "--model.model_type=lstm"),
     (["--model.rnn_activation=relu"], "--model.rnn_activation=relu"),
     (["--model.pos_emb=alibi"], "--model.pos_emb=alibi"),

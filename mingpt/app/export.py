@@ -56,8 +56,8 @@ def hf_tokenizer(tokenizer, block_size):
 
 def export(run_dir, out_dir):
     """Write run_dir's model.pt to out_dir for transformers; returns the Hugging Face model written. Every problem
-    (no run, a model they cannot express, an unwritable or the run's own folder) is a UserError, raised before
-    anything is written."""
+    (no run, a model they cannot express, an unwritable, non-empty or the run's own folder) is a UserError, raised
+    before anything is written."""
     path = os.path.join(run_dir, "model.pt")
     ckpt = load_checkpoint(path, "model.pt", hint=" (RUN_DIR names a trained run's folder)")
     config = saved_model_config(ckpt, path)
@@ -66,6 +66,14 @@ def export(run_dir, out_dir):
         raise UserError(f"{out_dir} is the run's own folder, whose config.json and tokenizer.json the export would "
                         f"overwrite; export into another folder")
     check_writable_folder(out_dir, "OUT_DIR")
+    try:
+        held = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    except OSError as e:
+        raise UserError(f"OUT_DIR={out_dir} cannot be listed ({e.strerror}); export into a new or empty "
+                        f"folder") from None
+    if held:  # whatever it holds (another model's config.json, a run) would be replaced or mixed with the export
+        raise UserError(f"OUT_DIR={out_dir} already holds {', '.join(held[:3])}{' and more' if len(held) > 3 else ''}; "
+                        f"export into a new or empty folder")
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:

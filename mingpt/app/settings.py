@@ -75,13 +75,17 @@ def get_config():
 
 
 FLAG_LINE = re.compile(r"(--)?\w+(\.\w+)+=.*")
+COMMENT = re.compile(r"(^|\s)#.*")  # a # at a line's start or after a space, to the end of the line
 
 
 def read_recipe(path):
     """The chargpt flags of a recipe file: one a line (as argparse's @file reads arguments, so a value may hold
-    spaces), blank lines and lines starting with # skipped."""
+    spaces). A # at the start of a line or after a space starts a comment, on a line of its own or after any flag's
+    value, whatever its type: `--trainer.max_iters=5  # five` is 5 and `--sample.prompt=O God!  # Hamlet` is
+    'O God!' (a value holding " #" goes on the command line). Blank lines are skipped; a byte-order mark, which some
+    editors save, is read as none."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise UserError(f"@{path}: no such recipe file (@FILE reads chargpt flags from FILE, one a line)") from None
@@ -89,11 +93,11 @@ def read_recipe(path):
         raise UserError(f"@{path}: cannot read the recipe ({getattr(e, 'strerror', None) or e})") from None
     flags = []
     for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if line and not line.startswith("#"):
+        line = COMMENT.sub("", line).strip()
+        if line:
             if not FLAG_LINE.fullmatch(line):
                 raise UserError(f"@{path}, line {number}: {line!r} is not a --node.key=value flag (# starts a "
-                                f"comment line)")
+                                f"comment)")
             flags.append(line)
     return flags
 
