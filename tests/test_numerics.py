@@ -100,6 +100,13 @@ def test_a_resumed_run_that_diverges_leaves_the_good_checkpoint_as_it_was(text_f
     assert_all_finite(run)
 
 
+def test_the_diverged_run_is_marked_failed_on_wandb(text_file, tmp_path):
+    proc = run_cli(*tiny_flags(text_file, tmp_path / "run", "--trainer.max_iters=200", *DIVERGE),
+                   "--system.wandb=offline")
+    assert proc.returncode == 3
+    assert wandb_runs(tmp_path / "run")[-1]["exit_code"] == 3
+
+
 @pytest.mark.slow  # two processes under torchrun
 def test_a_nan_in_one_process_gradient_stops_every_process(text_file, tmp_path):
     """Rank 1's gradient turns NaN at its third step: DDP's all-reduce carries it to rank 0, both stop at that step
@@ -217,3 +224,15 @@ def test_float16_where_autocast_has_none_is_one_line(text_file, tmp_path, monkey
     with pytest.raises(UserError, match=r"--trainer.dtype=float16: autocast cannot run torch.float16 on cpu"):
         train(tiny_config(text_file, tmp_path / "run", "--trainer.dtype=float16"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags", [["--trainer.optimizer=muon"], ["--trainer.grad_accum_steps=2"]])
+def test_float16_with_muon_and_accumulation_trains_and_samples(text_file, tmp_path, flags):
+    """float16 beside Muon's own bf16 Newton-Schulz, and over accumulated micro-batches: the loss falls, the
+    cached sample works from the float16 run's weights."""
+    trainer = train(tiny_config(text_file, tmp_path / "run", "--trainer.dtype=float16", "--trainer.max_iters=30",
+                                "--trainer.learning_rate=3e-3", "--trainer.lr_schedule=constant", *flags))
+    losses = trainer.logs["train_losses"]
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5 and sum(trainer.logs["skipped_steps"]) == 0
+    assert trainer.logs["samples"][-1]["text"].startswith("O God, O God!")
+
