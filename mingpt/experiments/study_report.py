@@ -2,17 +2,15 @@
 What each study shows, built from its records alone (mingpt/experiments/records.py): its tables, its figures, the samples
 side by side and one headline sentence for the README. A study calls section() when it ends, and
 scripts/report.py calls it for every folder of results/, so the numbers and figures of REPORT.md come from the
-committed records, in any checkout. Figures are matplotlib Figures made without pyplot.
+committed records, in any checkout. The figures are drawn by mingpt/experiments/plots.py.
 """
 
 import base64
-import math
 from typing import NamedTuple
 
 import numpy as np
-from matplotlib.figure import Figure
-
-from mingpt.experiments.plots import loss_curve_figure, window_cost_figure
+from mingpt.experiments.plots import angle_fit_figure, bpc_figure, gqa_cost_figure, length_figure, loss_curve_figure, \
+    modern_figure, position_tables_figure, window_cost_figure
 from mingpt.experiments.speedrun import spread
 
 
@@ -82,48 +80,10 @@ def positions(records, scale):
     rows = [{"run": label, "length": int(n), "val_loss": v} for label, r in records.items()
             for n, v in r["final"]["val_loss_at"].items()]
     tables["length"] = rows
-    figures["length"] = length_figure(rows, records, scale)
+    figures["length"] = length_figure(rows, list(records), scale)
     learned = array_from_text(records["learned"]["final"]["position_table"])
     figures["tables"] = position_tables_figure(learned, scale)
     return Section(tables, figures, {}, f"val loss {losses(records)}")
-
-
-def length_figure(rows, records, scale):
-    trained_at = min(r["length"] for r in rows)
-    lengths = sorted({r["length"] for r in rows})
-    fig = Figure(figsize=(6.4, 4))
-    ax = fig.subplots()
-    for k, label in enumerate(records):
-        pts = [(r["length"], r["val_loss"]) for r in rows if r["run"] == label and r["val_loss"] is not None]
-        line, = ax.plot(*zip(*pts), "o-", label=label)
-        if len(pts) < len(lengths):
-            ax.annotate(f"{label}: no rows past {trained_at}", pts[-1], textcoords="offset points",
-                        xytext=(8, -14 - 10 * k), fontsize=8, color=line.get_color())
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="evaluation length (tokens)", ylabel="validation loss (nats per character)",
-           title=f"Length generalisation, trained at {trained_at} ({scale} scale)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
-def position_tables_figure(learned, scale):
-    from mingpt.attention import sinusoidal_table
-    tables = {"learned": learned, "sinusoidal": sinusoidal_table(*learned.shape).numpy()}
-    fig = Figure(figsize=(10, 8))
-    axes = fig.subplots(2, 2)
-    for col, (name, table) in enumerate(tables.items()):
-        im = axes[0, col].imshow(table.T, aspect="auto", cmap="RdBu_r")
-        axes[0, col].set(title=f"{name} position table", xlabel="position", ylabel="embedding dimension")
-        fig.colorbar(im, ax=axes[0, col])
-        unit = table / np.maximum(np.linalg.norm(table, axis=-1, keepdims=True), 1e-12)
-        im = axes[1, col].imshow(unit @ unit.T, cmap="viridis", vmin=-1, vmax=1)
-        axes[1, col].set(title=f"{name}: cosine similarity of positions", xlabel="position", ylabel="position")
-        fig.colorbar(im, ax=axes[1, col])
-    fig.suptitle(f"Absolute position tables, {learned.shape[0]} positions x {learned.shape[1]} dimensions "
-                 f"({scale} scale)")
-    fig.tight_layout()
-    return fig
 
 
 def context_extension(records, scale):
@@ -155,22 +115,7 @@ def gqa_cost(records, scale):
             for r in records.values()]
     device = next(iter(records.values()))["config"]["device"]
     heads = [r["n_kv_head"] for r in rows]
-    fig = Figure(figsize=(10, 7))
-    panels = [("attention_ms", "attention time per layer (ms)"),
-              ("attention_peak_mib_per_head", "attention core peak memory (MiB)"),
-              ("kv_cache_bytes", "KV cache per sequence (KB)"), ("cached_tokens_per_s", "generation (tokens/s)")]
-    for ax, (key, ylabel) in zip(fig.subplots(2, 2).flat, panels):
-        values = [float(r[key]) / (1024 if key == "kv_cache_bytes" else 1) for r in rows]
-        ax.plot(heads, values, "o-", label="per-head scores" if "peak" in key else None)
-        if "peak" in key:
-            ax.plot(heads, [float(r["attention_peak_mib_group_sum"]) for r in rows], "s--",
-                    label="summed group scores")
-            ax.legend(fontsize=8)
-        ax.set(xlabel="n_kv_head (of 6 query heads)", ylabel=ylabel, xticks=heads)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"Cost of grouped-query attention ({scale} scale, {device})")
-    fig.tight_layout()
+    fig = gqa_cost_figure(rows, f"Cost of grouped-query attention ({scale} scale, {device})")
     cache = " / ".join(f"{r['kv_cache_bytes'] / 1024:.0f}" for r in rows)
     headline = f"KV cache per sequence {cache} KiB for n_kv_head {' / '.join(map(str, heads))}"
     return Section({"cost": rows}, {"cost": fig}, {}, headline)
@@ -181,15 +126,8 @@ def tokenizers(records, scale):
              "val_loss_nats_per_token": r["final"]["val_loss"]} for label, r in records.items()]
     curves = [{"run": label, "iter": p["iter"], "val_bpc": p["val_bpc"]} for label, r in records.items()
               for p in r["curve"]]
-    fig = Figure(figsize=(6.4, 4))
-    ax = fig.subplots()
-    for label, r in records.items():
-        ax.plot([p["iter"] for p in r["curve"]], [p["val_bpc"] for p in r["curve"]], marker="o", markersize=3,
-                label=label, linewidth=1.2)
-    ax.set(xlabel="iteration", ylabel="validation loss (bits per character)",
-           title=f"Tokenizers at the same number of steps ({scale} scale)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig = bpc_figure({label: [(p["iter"], p["val_bpc"]) for p in r["curve"]] for label, r in records.items()},
+                     f"Tokenizers at the same number of steps ({scale} scale)")
     headline = "val bits per character " + ", ".join(f"{r['run']} {r['val_bpc']:.3f}" for r in rows)
     return Section({"final": rows, "curves": curves}, {"bpc": fig},
                    {label: r["sample"] for label, r in records.items()}, headline)
@@ -197,18 +135,7 @@ def tokenizers(records, scale):
 
 def attention_analysis(records, scale):
     record = records["checks"]["final"]
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2, sharey=True)
-    angle = np.asarray(record["angle"])
-    for ax, (name, fit) in zip(axes, record["fits"].items()):
-        ax.scatter(angle, fit["prediction"], s=3, alpha=0.4)
-        ax.plot([0, math.pi], [0, math.pi], "k--", linewidth=1, label="exact")
-        ax.set(title=f"{name} scoring, R^2 = {fit['r2']:.3f}", xlabel="true angle between k and q (radians)",
-               ylabel="fitted score (radians)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"Fitting the angle between key and query ({scale} scale)")
-    fig.tight_layout()
+    fig = angle_fit_figure(record["angle"], record["fits"], f"Fitting the angle between key and query ({scale} scale)")
     r2 = ", ".join(f"{name} R^2 {fit['r2']:.3f}" for name, fit in record["fits"].items())
     return Section({"checks": record["rows"]}, {"angle_fit": fig}, {}, f"angle between k and q fitted: {r2}")
 
@@ -250,33 +177,6 @@ def modern(records, scale):
     headline = (f"val loss change (median of {len(seeds)} seeds; wall seconds) of each idea added to today's default: "
                 f"{changes('default plus', '+ ')}; removed from the recipe: {changes('recipe minus', '- ')}")
     return Section({"curves": curve_rows, "final": finals, "summary": summary}, {"modern": fig}, {}, headline)
-
-
-def median_curve(points):
-    """Per evaluation (the seeds evaluate at the same iterations): the median of tokens, seconds and val loss."""
-    by_iter = {}
-    for it, tokens, seconds, val in points:
-        by_iter.setdefault(it, []).append((tokens, seconds, val))
-    return [(it, *np.median(np.array(v), axis=0)) for it, v in sorted(by_iter.items())]
-
-
-def modern_figure(curves, title):
-    fig = Figure(figsize=(12, 8))
-    for row, arm in zip(fig.subplots(2, 2), ("recipe minus", "default plus")):
-        for (run_arm, variant), points in curves.items():
-            if run_arm != arm:
-                continue
-            curve = median_curve(points)
-            style = dict(linewidth=2.2, color="black") if variant in ("recipe", "default") else dict(linewidth=1.2)
-            row[0].plot([c[2] for c in curve], [c[3] for c in curve], label=variant, **style)
-            row[1].plot([c[1] for c in curve], [c[3] for c in curve], label=variant, **style)
-        for ax, xlabel in zip(row, ("wall seconds (start-up, compile and evaluations included)", "training tokens")):
-            ax.set(xlabel=xlabel, ylabel="val loss (nats per character)", title=f"{arm}: median over seeds")
-            ax.grid(alpha=0.3)
-        row[0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def samples_table(samples):
