@@ -30,9 +30,12 @@ from mingpt.errors import UserError
 
 LR_SCHEDULES = ("cosine", "constant", "wsd")
 OPTIMIZERS = ("adamw", "muon")
-# a learning rate multiplies float32 tensors: torch refuses a larger one mid-step (after files are written)
-LEARNING_RATE = Check(f"> 0 and at most {torch.finfo(torch.float32).max:.3g} (float32's largest)",
-                      lambda v: 0 < v <= torch.finfo(torch.float32).max)
+# a learning rate reaches the weights as a float32 step size after the optimizers' own factors (AdamW divides by its
+# bias correction, 1 - beta1 at the first step; Muon multiplies by sqrt(rows / cols)): one that float32 cannot hold
+# ends the first step in torch's overflow error, after the run has written its files. 1e6 is far above any rate that
+# trains and far below float32's 3.4e38
+MAX_LR = 1e6
+LEARNING_RATE = Check(f"> 0 and <= {MAX_LR:g}", lambda v: 0 < v <= MAX_LR)
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

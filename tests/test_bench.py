@@ -51,9 +51,9 @@ def test_bench_train_rows_per_variant(text_file):
 def test_bench_train_bad_variant_is_one_line():
     """A variant's flags are checked like chargpt's before anything runs: one line, exit 2, nothing measured."""
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_train.py"),
-                           "--variant=--trainer.dtype=float16"], cwd=ROOT, capture_output=True, text=True,
+                           "--variant=--trainer.dtype=float8"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env=checkout_env(), stdin=subprocess.DEVNULL)
-    assert_one_line_error(proc, "--trainer.dtype=float16")
+    assert_one_line_error(proc, "--trainer.dtype=float8")
     assert proc.stdout == ""
 
 
@@ -93,7 +93,7 @@ def test_bench_probe_reports_both_halves():
     ("bench_train.py", ["--iters=0"], "--iters=0"),
     ("bench_probe.py", ["--steps=1"], "--steps=1"),
     ("bench_probe.py", ["--warmup=-1"], "--warmup=-1"),
-    ("bench_probe.py", ["--", "--trainer.dtype=float16"], "--trainer.dtype=float16"),
+    ("bench_probe.py", ["--", "--trainer.dtype=float8"], "--trainer.dtype=float8"),
     ("bench_probe.py", ["--", "--model.model_type=rnn"], "--model.model_type=rnn"),
     ("bench_generate.py", ["--new-tokens=0"], "--new-tokens=0"),
     ("bench_generate.py", ["--repeats=0"], "--repeats=0"),

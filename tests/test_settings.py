@@ -20,8 +20,8 @@ BAD_VALUES = [  # (flags, words the one-line error must contain)
     (["--model.n_layer=-1"], "--model.n_layer=-1"),
     (["--trainer.learning_rate=-1"], "--trainer.learning_rate"),
     # a rate that float32 cannot hold overflowed inside the optimizer's step, after the run had written its files
-    (["--trainer.optimizer=muon", "--trainer.muon_lr=1e300"], "--trainer.muon_lr=1e+300 must be > 0 and at most 3.4e+38"),
-    (["--trainer.learning_rate=1e39"], "--trainer.learning_rate=1e+39 must be > 0 and at most 3.4e+38"),
+    (["--trainer.optimizer=muon", "--trainer.muon_lr=1e300"], "--trainer.muon_lr=1e+300 must be > 0 and <= 1e+06"),
+    (["--trainer.learning_rate=1e38"], "--trainer.learning_rate=1e+38 must be > 0 and <= 1e+06"),
     (["--trainer.betas=1.5"], "--trainer.betas"),
     (["--model.attn_pdrop=1.5"], "--model.attn_pdrop=1.5"),
     (["--trainer.weight_decay=-1"], "--trainer.weight_decay"),
