@@ -9,10 +9,10 @@ iter_dt and loss, and max_iters=None to train until stopped; its default config 
 rate of 3e-4, fp32) and it prints only minGPT's "running on device" line. Added, each off by default or read only
 where the data has it: a dataset with batches of its own (chargpt's CharDataset: get_batch and get_eval_batch) is
 read with them and evaluated on both splits; a warm-up + cosine (or warm-up / stable / decay) learning-rate
-schedule; Muon beside AdamW; bf16 and float16 autocast (float16 with loss scaling); torch.compile, compiled before the first step so that its time is
-apart from the iterations'; gradient accumulation and torchrun's processes; per-iteration metrics and
-evaluations for the callbacks to record; state_dict/load_state_dict for exact resumption. What a run prints,
-saves and logs, and when it stops early, is its callbacks' (chargpt's: mingpt/app/run.py).
+schedule; Muon beside AdamW; bf16 and float16 autocast (float16 with loss scaling); torch.compile, compiled before
+the first step so that its time is apart from the iterations'; gradient accumulation and torchrun's processes;
+per-iteration metrics and evaluations for the callbacks to record; state_dict/load_state_dict for exact resumption.
+What a run prints, saves and logs, and when it stops early, is its callbacks' (chargpt's: mingpt/app/run.py).
 """
 
 import contextlib

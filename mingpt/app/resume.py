@@ -4,7 +4,6 @@ states, logs), as one Resume value made once every input is checked. The model m
 optimizer settings may change, and apply from the resume point on.
 """
 
-import copy
 from typing import NamedTuple
 
 from mingpt.app.checkpoint import load_state_into, saved_model_config
@@ -61,7 +60,7 @@ def restore(trainer, resume):
         trainer.load_state_dict(resume.state)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
         raise UserError(f"{resume.path} does not fit this run ({str(e).splitlines()[0]})") from None
-    trainer.logs.update(copy.deepcopy(resume.state["logs"]))  # the checkpoint's own stay as they were saved
+    trainer.logs.update(resume.state["logs"])
 
 
 def describe_schedule(trainer):

@@ -21,7 +21,6 @@ Every file is written to a temporary name and renamed, so a run killed at any in
 good files loadable.
 """
 
-import copy
 import os
 import sys
 import time
@@ -37,8 +36,7 @@ from mingpt.app.files import check_temporary_folder, check_writable_folder, mach
     save_json, save_text, save_torch
 from mingpt.app.fine_tune import fine_tune
 from mingpt.app.metrics import EVALUATION, ITERATION, KEY, new_logs, of
-from mingpt.app.probes import matmul_peak_flops
-from mingpt.app.probes import AttentionProbe
+from mingpt.app.probes import AttentionProbe, matmul_peak_flops
 from mingpt.app.resume import Resume, announce, reconcile_resume, restore
 from mingpt.app.sample_text import check_prompt, sample_tokens
 from mingpt.app.settings import build_model, set_threads
@@ -94,15 +92,13 @@ def resolved_config(config, model, trainer):
 class RunFiles:
     """What a training run writes to system.work_dir and sends to wandb, from the trainer's callback."""
 
-    def __init__(self, config, trainer, target=None, resumed_logs=None):
+    def __init__(self, config, trainer, target=None):
         self.config, self.trainer, self.model, self.logs = config, trainer, trainer.model, trainer.logs
         self.target = target  # the run's Target, whose reaching the logs record
         self.tokenizer = trainer.train_dataset.vocab
         self.dir = config.system.work_dir
         self.ckpt_path = os.path.join(self.dir, "ckpt.pt")
         self.saved_iter = trainer.iters_done if config.trainer.resume else None
-        # the logs as the last checkpoint holds them: what the files go back to when a step diverges
-        self.saved_logs = copy.deepcopy(resumed_logs)
         self.logger = None
         self.flops_per_iter = self.peak_flops = None
 
@@ -143,7 +139,7 @@ class RunFiles:
         model = model_file(self.model, config, self.tokenizer, trainer.iters_done)
         save_torch(model, os.path.join(self.dir, "model.pt"))
         save_torch({**model, **trainer.state_dict(), "config": config.to_dict(), "logs": self.logs}, self.ckpt_path)
-        self.saved_iter, self.saved_logs = trainer.iters_done, copy.deepcopy(self.logs)
+        self.saved_iter = trainer.iters_done
 
     def save_logs(self, logs=None):
         logs = self.logs if logs is None else logs
@@ -155,12 +151,13 @@ class RunFiles:
                   os.path.join(self.dir, "samples.txt"))
 
     def back_to_checkpoint(self):
-        """After a step diverged: the logs and samples as the last checkpoint holds them (model.pt and ckpt.pt
-        are that checkpoint's already: nothing after it was saved)."""
-        if self.saved_logs is not None:
-            self.save_logs(self.saved_logs)
-            if self.saved_logs["samples"]:
-                self.save_samples(self.saved_logs)
+        """After a step diverged: the logs and samples as the last checkpoint (ckpt.pt, which nothing after it
+        overwrote) holds them."""
+        if self.saved_iter is not None:
+            logs = load_checkpoint(self.ckpt_path, "resume checkpoint", resume=True)["logs"]
+            self.save_logs(logs)
+            if logs["samples"]:
+                self.save_samples(logs)
 
     def write_sample(self):
         trainer, config = self.trainer, self.config
@@ -198,8 +195,8 @@ class RunFiles:
                 logs[metric.log].append([trainer.iters_done, trainer.last_eval[metric.name]])
                 metrics[metric.key] = trainer.last_eval[metric.name]
         self.logger.log(metrics, trainer.iters_done)
-        reached = self.target and self.target.reached_now  # this iteration's evaluation: the loop stops after it
-        if reached:
+        reached = self.target and self.target.reached
+        if reached and reached["iter"] == trainer.iters_done:  # this iteration's evaluation: the loop stops after it
             logs["target"].update(iter=reached["iter"], tokens=reached["tokens"], wall_s=reached["elapsed_s"])
             self.logger.summarize({KEY["target_iter"]: reached["iter"], KEY["target_tokens"]: reached["tokens"],
                                    KEY["target_wall_s"]: reached["elapsed_s"]})
@@ -245,14 +242,13 @@ class Target:
     def __init__(self, val_loss):
         self.val_loss = val_loss
         self.reached = None  # {"iter", "tokens", "elapsed_s", "val"} of that evaluation
-        self.reached_now = None  # the same, in the iteration that reached it
 
     def on_batch_end(self, trainer):
-        ev, self.reached_now = trainer.last_eval, None
+        ev = trainer.last_eval
         if ev and self.reached is None and ev["val"] <= self.val_loss:
             tokens = trainer.iters_done * trainer.config.batch_size * trainer.train_dataset.get_block_size()
-            self.reached = self.reached_now = {"iter": trainer.iters_done, "tokens": tokens,
-                                               "elapsed_s": ev["elapsed_s"], "val": ev["val"]}
+            self.reached = {"iter": trainer.iters_done, "tokens": tokens, "elapsed_s": ev["elapsed_s"],
+                            "val": ev["val"]}
             trainer.stop_requested = True
 
     def line(self, trainer):
@@ -376,7 +372,7 @@ def run_training(run):
               "graph)")
     elif C.probe_attention:
         trainer.add_callback("on_step_end", AttentionProbe(model).on_step_end)
-    files = RunFiles(config, trainer, target, resume.state["logs"] if resume else None)
+    files = RunFiles(config, trainer, target)
     files.start()
     console = Console(trainer, C.log_interval)
     trainer.add_callback("on_batch_end", console.on_batch_end)

@@ -147,7 +147,7 @@ class Study:
     def run(self, plan):
         """Carry out the plan (TrainingRun and Measurement items, in order); returns {label: record}. Stops the
         program with one line when --max-minutes is spent or on Ctrl-C; the records written stay valid."""
-        keys = [record_key(self.flags(i)) if isinstance(i, TrainingRun) else self.measurement_key(i) for i in plan]
+        keys = [record_key(self.flags(i) if isinstance(i, TrainingRun) else self.measurement_flags(i)) for i in plan]
         manifest = {"study": self.name, "scale": self.scale, "scale_note": SCALES[self.scale]["note"],
                     "command": self.command, "runs": [record_name(i.label, k) for i, k in zip(plan, keys)]}
         records, self.plan = {}, {item.label: item for item in plan}
@@ -160,7 +160,7 @@ class Study:
             else:
                 try:
                     record = self.train(item, where, plan[k:]) if isinstance(item, TrainingRun) else \
-                        self.measure(item, key, where)
+                        self.measure(item, where)
                 except OutOfTime:
                     self.stop_for_time(plan, records, k)
                 except KeyboardInterrupt:
@@ -282,16 +282,16 @@ class Study:
                 self.out_of_time = trainer.stop_requested = True
         return guard
 
-    def measurement_key(self, item):
-        return record_key([f"{self.name}:{item.label}", f"--scale={self.scale}", *map(str, item.params)])
+    def measurement_flags(self, item):
+        """What a measurement's record key is made of: the study, the measurement, the scale and its params."""
+        return [f"{self.name}:{item.label}", f"--scale={self.scale}", *map(str, item.params)]
 
-    def measure(self, item, key, where):
+    def measure(self, item, where):
         print(f"{where}: measuring")
         t0 = time.time()
         rows, extra = item.compute()
-        flags = [f"{self.name}:{item.label}", f"--scale={self.scale}", *map(str, item.params)]
-        record = measurement_record(item.label, self.command, flags, rows, time.time() - t0, extra)
-        assert record["key"] == key
+        record = measurement_record(item.label, self.command, self.measurement_flags(item), rows, time.time() - t0,
+                                    extra)
         self.made += 1
         return read_record(write_record(record, self.records))
 

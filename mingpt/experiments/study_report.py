@@ -1,6 +1,6 @@
 """
-What each study shows, built from its records alone (mingpt/experiments/records.py): its tables, its figures, the samples
-side by side and one headline sentence for the README. A study calls section() when it ends, and
+What each study shows, built from its records alone (mingpt/experiments/records.py): its tables, its figures, the
+samples side by side and one headline sentence for the README. A study calls section() when it ends, and
 scripts/report.py calls it for every folder of results/, so the numbers and figures of REPORT.md come from the
 committed records, in any checkout. The figures are drawn by mingpt/experiments/plots.py.
 """
